@@ -1,0 +1,88 @@
+# The two commands a reader needs are `make book` and `make test`; see README.md.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+NB ?= $(NOTEBOOKS)
+SUBMISSIONS ?= submissions
+JOBS ?= 2
+NBVAL_FLAGS := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
+
+.PHONY: help install book book-strict test unit lint nbval browser lab execute assignments grade bench clean
+
+help:
+	@echo "make book         build the HTML book into _build/html (installs into $(VENV) first)"
+	@echo "make test         lint, unit tests, nbval over every notebook, strict book build, browser test"
+	@echo "make lab          open the notebooks in JupyterLab"
+	@echo "make execute      re-run notebooks in place to refresh their outputs (NB=path for one)"
+	@echo "make assignments  write student notebooks and autograders into _build/assignments"
+	@echo "make grade        grade every notebook in SUBMISSIONS=dir into one CSV gradebook"
+	@echo "make bench        run the benchmarks and write benchmarks/results/*.md"
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade --quiet pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+book: $(STAMP)
+	$(PY) tools/fetch_static.py
+	$(VENV)/bin/jupyter-book build . --path-output _build/book-tmp >/dev/null || $(VENV)/bin/jupyter-book build . --path-output _build/book-tmp
+	@rm -rf _build/html && mv _build/book-tmp/_build/html _build/html && rm -rf _build/book-tmp
+	@echo "Open $(CURDIR)/_build/html/index.html in a browser."
+
+book-strict: $(STAMP)
+	$(PY) tools/fetch_static.py
+	$(VENV)/bin/jupyter-book build . -W -n --keep-going --path-output _build/book-tmp
+	@rm -rf _build/html && mv _build/book-tmp/_build/html _build/html && rm -rf _build/book-tmp
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+unit: $(STAMP)
+	$(VENV)/bin/pytest -q -n $(JOBS) --dist loadscope tests
+
+nbval: $(STAMP)
+	$(VENV)/bin/pytest -q -n $(JOBS) --dist loadscope $(NBVAL_FLAGS) $(NB)
+
+browser: $(STAMP)
+	$(VENV)/bin/pytest -q -m browser -rs tests/browser
+
+test: $(STAMP)
+	@start=$$(date +%s); \
+	$(MAKE) --no-print-directory lint && \
+	$(MAKE) --no-print-directory unit && \
+	$(MAKE) --no-print-directory nbval && \
+	$(MAKE) --no-print-directory book-strict && \
+	$(MAKE) --no-print-directory browser && \
+	echo "make test: all green in $$(( $$(date +%s) - start )) s"
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab notebooks
+
+execute: $(STAMP)
+	@for nb in $(NB); do \
+	  start=$$(date +%s); \
+	  $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
+	    --ExecutePreprocessor.timeout=900 --ExecutePreprocessor.kernel_name=python3 $$nb || exit 1; \
+	  echo "$$nb executed in $$(( $$(date +%s) - start )) s"; \
+	done
+
+assignments: $(STAMP)
+	$(PY) -m tools.exercises assign --out _build/assignments
+
+grade: $(STAMP)
+	$(PY) -m tools.exercises grade --assignments _build/assignments --submissions $(SUBMISSIONS) --out $(SUBMISSIONS)/gradebook.csv
+
+bench: $(STAMP)
+	@mkdir -p benchmarks/results
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf _build

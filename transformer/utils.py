@@ -1,0 +1,89 @@
+"""Device selection, seeding and small helpers shared by every chapter.
+
+Every notebook asks :func:`get_device` for the device instead of hard-coding
+one, so the same code runs on a laptop CPU, an NVIDIA GPU (CUDA) or an Apple
+GPU (MPS).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+from torch import nn
+
+_VALID_DEVICES = ("cpu", "cuda", "mps")
+
+
+def get_device(prefer: str | None = None) -> torch.device:
+    """Return the best available device: CUDA, then MPS, then CPU.
+
+    Args:
+        prefer: force a device type (``"cpu"``, ``"cuda"`` or ``"mps"``).
+            The environment variable ``TRANSFORMER_DEVICE`` does the same
+            without editing code; ``prefer`` wins over it.
+
+    Raises:
+        ValueError: the requested device is unknown or not available here.
+    """
+    choice = prefer or os.environ.get("TRANSFORMER_DEVICE")
+    if choice is not None:
+        kind = str(choice).split(":")[0]
+        if kind not in _VALID_DEVICES:
+            raise ValueError(f"unknown device {choice!r}; choose one of {_VALID_DEVICES}")
+        if kind == "cuda" and not torch.cuda.is_available():
+            raise ValueError("CUDA was requested but torch.cuda.is_available() is False")
+        if kind == "mps" and not _mps_available():
+            raise ValueError("MPS was requested but this PyTorch build cannot use it")
+        return torch.device(choice)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if _mps_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and PyTorch (all devices) so a run can be repeated.
+
+    Args:
+        seed: a non-negative integer.
+
+    Returns:
+        A fresh ``torch.Generator`` seeded with ``seed``, handy for data
+        shuffling that must not depend on how much randomness the model used.
+    """
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
+    """Number of (trainable) scalar parameters in ``model``."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+@contextmanager
+def timer() -> Iterator[dict[str, float]]:
+    """Measure wall time of a ``with`` block: ``with timer() as t: ...; t["seconds"]``."""
+    result: dict[str, float] = {}
+    start = time.perf_counter()
+    try:
+        yield result
+    finally:
+        result["seconds"] = time.perf_counter() - start
