@@ -1,0 +1,69 @@
+import random
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from transformer.utils import count_parameters, get_device, seed_everything, timer
+
+
+def test_get_device_returns_an_available_device():
+    device = get_device()
+    assert device.type in ("cpu", "cuda", "mps")
+    if not torch.cuda.is_available() and device.type == "cuda":
+        pytest.fail("picked CUDA without CUDA")
+    torch.zeros(2, device=device)  # actually usable
+
+
+def test_get_device_prefers_cuda_when_present(monkeypatch):
+    monkeypatch.delenv("TRANSFORMER_DEVICE", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert get_device().type == "cuda"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr("transformer.utils._mps_available", lambda: True)
+    assert get_device().type == "mps"
+    monkeypatch.setattr("transformer.utils._mps_available", lambda: False)
+    assert get_device().type == "cpu"
+
+
+def test_get_device_explicit_choice_and_errors(monkeypatch):
+    assert get_device("cpu") == torch.device("cpu")
+    monkeypatch.setenv("TRANSFORMER_DEVICE", "cpu")
+    assert get_device().type == "cpu"
+    with pytest.raises(ValueError, match="unknown device"):
+        get_device("tpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="CUDA was requested"):
+        get_device("cuda")
+
+
+def test_seed_everything_makes_all_generators_repeatable():
+    def draw():
+        return random.random(), np.random.rand(), torch.rand(3).tolist()
+
+    g1 = seed_everything(123)
+    first = draw()
+    a = torch.rand(2, generator=g1)
+    g2 = seed_everything(123)
+    assert draw() == first
+    assert torch.equal(torch.rand(2, generator=g2), a)
+    seed_everything(124)
+    assert draw() != first
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "3", True])
+def test_seed_everything_rejects_bad_seeds(bad):
+    with pytest.raises(ValueError):
+        seed_everything(bad)
+
+
+def test_count_parameters_and_timer():
+    model = nn.Linear(3, 4)
+    assert count_parameters(model) == 3 * 4 + 4
+    model.bias.requires_grad_(False)
+    assert count_parameters(model) == 12
+    assert count_parameters(model, trainable_only=False) == 16
+    with timer() as t:
+        sum(range(1000))
+    assert t["seconds"] >= 0.0
