@@ -1,0 +1,103 @@
+"""Turning a trained sequence-to-sequence model into output sequences.
+
+At inference time there is no target to feed the decoder, so it must write the
+output one token at a time, feeding each prediction back in as the next input
+(Sutskever et al., 2014). Every decoder in this package exposes the same two
+methods for this, so one decoding function serves every model of the book:
+
+- ``state = model.start(src)`` reads the source once (the encoder);
+- ``logits, state = model.step(prev_tokens, state)`` predicts the next token
+  from the previous one and the running state.
+
+Shape letters: B batch, S source length, L generated length, V vocabulary.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["greedy_decode"]
+
+
+def _check_decode_args(src: torch.Tensor, max_len: int, ids: dict[str, int]) -> None:
+    if not isinstance(src, torch.Tensor):
+        raise TypeError(f"src must be a torch.Tensor of token ids, got {type(src).__name__}")
+    if src.dim() != 2:
+        raise ValueError(
+            f"src must have shape (B, S) (a batch of id sequences), got shape {tuple(src.shape)}"
+        )
+    if src.dtype != torch.long:
+        raise TypeError(f"src must hold token ids as torch.long, got {src.dtype}")
+    if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1:
+        raise ValueError(f"max_len must be a positive int, got {max_len!r}")
+    for name, value in ids.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name} must be a non-negative int token id, got {value!r}")
+
+
+@torch.no_grad()
+def greedy_decode(
+    model: nn.Module,
+    src: torch.Tensor,
+    max_len: int,
+    bos_id: int,
+    eos_id: int,
+    pad_id: int,
+) -> torch.Tensor:
+    """Decode a batch greedily: at every step emit the single most likely token.
+
+    Each row stops on its own when it emits ``eos_id``; from then on it receives
+    ``pad_id``. The loop ends early as soon as every row has finished, so the
+    result can be shorter than ``max_len``. The model is put in evaluation mode
+    (no dropout) while decoding and given back in the mode it had.
+
+    Greedy decoding is the simplest search: it commits to each token and never
+    revisits a choice, so one early mistake is fed back in and can derail the
+    rest of the sequence. Beam search (chapter 9) keeps several candidates.
+
+    Args:
+        model: a sequence-to-sequence model with ``start(src) -> state`` and
+            ``step(prev (B,) long, state) -> (logits (B, V), state)``.
+        src: source token ids, padded with the model's source padding id.
+        max_len: the most tokens to generate per row (the end-of-sequence token
+            included).
+        bos_id: the beginning-of-sequence id fed as the first decoder input.
+        eos_id: the end-of-sequence id; it is kept in the output.
+        pad_id: the id written after a row's end-of-sequence token.
+
+    Returns:
+        Generated ids, the eos token kept and pad after it.
+
+    Shape:
+        src: (B, S) long -> returns (B, L) long with 1 <= L <= max_len.
+    """
+    _check_decode_args(src, max_len, {"bos_id": bos_id, "eos_id": eos_id, "pad_id": pad_id})
+    was_training = model.training
+    model.eval()
+    try:
+        state: Any = model.start(src)
+        batch = src.size(0)
+        prev = torch.full((batch,), bos_id, dtype=torch.long, device=src.device)  # (B,)
+        finished = torch.zeros(batch, dtype=torch.bool, device=src.device)  # (B,)
+        generated: list[torch.Tensor] = []
+        for _ in range(max_len):
+            logits, state = model.step(prev, state)  # (B, V)
+            if logits.dim() != 2 or logits.size(0) != batch:
+                raise ValueError(
+                    f"model.step must return logits of shape (B, V) = ({batch}, V), "
+                    f"got {tuple(logits.shape)}"
+                )
+            token = logits.argmax(dim=-1)  # (B,)
+            # A finished row keeps writing padding, whatever the model says.
+            token = token.masked_fill(finished, pad_id)
+            generated.append(token)
+            finished = finished | (token == eos_id)
+            if bool(finished.all()):  # one sync per step buys the early stop
+                break
+            prev = token
+        return torch.stack(generated, dim=1)  # (B, L)
+    finally:
+        model.train(was_training)
