@@ -211,9 +211,8 @@ def grade_folder(
     submissions, assignments = Path(submissions), Path(assignments)
     if not submissions.is_dir():
         raise FileNotFoundError(f"submissions folder {submissions} does not exist")
-    available = {
-        p.name: Assignment(p.name, p) for p in sorted(assignments.glob("[0-9][0-9]_*")) if p.is_dir()
-    }
+    folders = sorted(p for p in assignments.glob("[0-9][0-9]_*") if p.is_dir())
+    available = {p.name: Assignment(p.name, p) for p in folders}
     if not available:
         raise FileNotFoundError(f"no assignments in {assignments}; run `make assignments` first")
     notebooks = sorted(
@@ -315,7 +314,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     grades = grade_folder(args.submissions, args.assignments, args.out, args.timeout, args.jobs)
     for gr in grades:
-        print(f"{gr.submission:40s} {gr.assignment:24s} {gr.status:8s} {gr.total:g}/{gr.max_total:g}")
+        score = f"{gr.total:g}/{gr.max_total:g}"
+        print(f"{gr.submission:40s} {gr.assignment:24s} {gr.status:8s} {score}")
     print(f"Gradebook: {args.out}")
     return 0
 
