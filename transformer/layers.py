@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -50,6 +51,24 @@ def _check_model_input(x: Tensor, d_model: int, name: str) -> None:
         raise ValueError(f"{name} has {x.shape[-1]} features but the layer expects {d_model}")
     if not x.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
+
+
+@torch.no_grad()
+def _copy_common(ours: nn.Module, theirs: nn.Module, norms: int) -> None:
+    """Copy FFN and LayerNorm weights from a torch Transformer layer of the same shape."""
+    for mine, other in ((ours.ffn.linear1, theirs.linear1), (ours.ffn.linear2, theirs.linear2)):
+        if mine.weight.shape != other.weight.shape:
+            raise ValueError(
+                f"feed-forward shapes differ: ours {tuple(mine.weight.shape)}, "
+                f"torch {tuple(other.weight.shape)}"
+            )
+        mine.weight.copy_(other.weight)
+        if mine.bias is not None and other.bias is not None:
+            mine.bias.copy_(other.bias)
+    for i in range(1, norms + 1):
+        mine, other = getattr(ours, f"norm{i}"), getattr(theirs, f"norm{i}")
+        mine.weight.copy_(other.weight)
+        mine.bias.copy_(other.bias)
 
 
 class PositionwiseFeedForward(nn.Module):
@@ -147,6 +166,16 @@ class EncoderLayer(nn.Module):
         self.dropout1 = nn.Dropout(dropout)
         self.dropout2 = nn.Dropout(dropout)
 
+    def copy_from_torch(self, layer: nn.TransformerEncoderLayer) -> EncoderLayer:
+        """Copy the weights of a ``torch.nn.TransformerEncoderLayer`` of the same shape."""
+        if layer.norm_first != self.norm_first:
+            raise ValueError(
+                f"norm_first differs: torch layer {layer.norm_first}, this one {self.norm_first}"
+            )
+        self.self_attn.copy_from_torch(layer.self_attn)
+        _copy_common(self, layer, norms=2)
+        return self
+
     def _sa(
         self,
         x: Tensor,
@@ -242,6 +271,17 @@ class DecoderLayer(nn.Module):
         self.dropout1 = nn.Dropout(dropout)
         self.dropout2 = nn.Dropout(dropout)
         self.dropout3 = nn.Dropout(dropout)
+
+    def copy_from_torch(self, layer: nn.TransformerDecoderLayer) -> DecoderLayer:
+        """Copy the weights of a ``torch.nn.TransformerDecoderLayer`` of the same shape."""
+        if layer.norm_first != self.norm_first:
+            raise ValueError(
+                f"norm_first differs: torch layer {layer.norm_first}, this one {self.norm_first}"
+            )
+        self.self_attn.copy_from_torch(layer.self_attn)
+        self.multihead_attn.copy_from_torch(layer.multihead_attn)
+        _copy_common(self, layer, norms=3)
+        return self
 
     def forward(
         self,

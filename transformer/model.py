@@ -552,6 +552,32 @@ class Transformer(nn.Module):
             state.tokens.index_select(0, index),
         )
 
+    @torch.no_grad()
+    def copy_from_torch(self, torch_model: nn.Transformer) -> Transformer:
+        """Copy the layers and final norms of a ``torch.nn.Transformer`` of the same shape.
+
+        ``nn.Transformer`` has no embeddings or output layer, so those stay as they are;
+        it always ends each stack with a LayerNorm, so this model needs ``final_norm=True``.
+        """
+        if self.encoder.norm is None or self.decoder.norm is None:
+            raise ValueError("nn.Transformer has final LayerNorms: build with final_norm=True")
+        enc, dec = torch_model.encoder, torch_model.decoder
+        if len(enc.layers) != len(self.encoder.layers) or len(dec.layers) != len(
+            self.decoder.layers
+        ):
+            raise ValueError(
+                f"layer counts differ: torch {len(enc.layers)}+{len(dec.layers)}, "
+                f"ours {len(self.encoder.layers)}+{len(self.decoder.layers)}"
+            )
+        for mine, theirs in zip(self.encoder.layers, enc.layers):
+            mine.copy_from_torch(theirs)
+        for mine, theirs in zip(self.decoder.layers, dec.layers):
+            mine.copy_from_torch(theirs)
+        for mine, theirs in ((self.encoder.norm, enc.norm), (self.decoder.norm, dec.norm)):
+            mine.weight.copy_(theirs.weight)
+            mine.bias.copy_(theirs.bias)
+        return self
+
     # ------------------------------------------------------------------- misc
     def _check_length(self, length: int, name: str) -> None:
         limit = getattr(self.encoder.positional, "max_len", None)

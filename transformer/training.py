@@ -400,3 +400,134 @@ def _rows_equal(generated: torch.Tensor, target: torch.Tensor, pad_id: int) -> t
     generated = F.pad(generated, (0, width - generated.size(1)), value=pad_id)  # (B, W)
     target = F.pad(target, (0, width - target.size(1)), value=pad_id)  # (B, W)
     return (generated == target).all(dim=1)  # (B,)
+
+
+# ---------------------------------------------------------------------------------------
+# Chapter 9: label smoothing and the warm-up / inverse-square-root schedule
+# ---------------------------------------------------------------------------------------
+
+
+def label_smoothed_cross_entropy(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    pad_id: int,
+    smoothing: float = 0.1,
+) -> torch.Tensor:
+    """Cross-entropy against a smoothed target distribution, ignoring padding.
+
+    Instead of a one-hot target the model is trained towards
+    ``(1 - eps) * one_hot(y) + eps / V`` (Szegedy et al., 2016), which penalises
+    over-confident logits. Per token this is::
+
+        loss = (1 - eps) * (-log p_y) + eps * mean_v(-log p_v)
+
+    the same definition as ``F.cross_entropy(..., label_smoothing=eps)``. Vaswani et
+    al. (2017) used eps = 0.1: it "hurts perplexity, as the model learns to be more
+    unsure, but improves accuracy and BLEU". Note the loss cannot reach zero: its
+    minimum is the entropy of the smoothed target.
+
+    Args:
+        logits: unnormalised scores.
+        targets: labels, ``pad_id`` where there is no token.
+        pad_id: the padding id to ignore (no loss, no gradient, not counted).
+        smoothing: eps in [0, 1); 0 gives :func:`sequence_cross_entropy`.
+
+    Returns:
+        The mean loss per real token (0 for an all-padding batch).
+
+    Shape:
+        logits: (B, T, V), targets: (B, T) long -> scalar.
+    """
+    if not 0.0 <= smoothing < 1.0:
+        raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
+    if logits.dim() != 3:
+        raise ValueError(f"logits must have shape (B, T, V), got {tuple(logits.shape)}")
+    if targets.shape != logits.shape[:2]:
+        raise ValueError(
+            f"targets must have shape (B, T) = {tuple(logits.shape[:2])} to match the logits, "
+            f"got {tuple(targets.shape)}"
+        )
+    if targets.dtype != torch.long:
+        raise TypeError(f"targets must be token ids of dtype torch.long, got {targets.dtype}")
+    log_p = F.log_softmax(logits.float(), dim=-1)  # (B, T, V)
+    real = targets != pad_id  # (B, T)
+    safe = targets.masked_fill(~real, 0)  # any valid index; masked below
+    nll = -log_p.gather(-1, safe.unsqueeze(-1)).squeeze(-1)  # (B, T)
+    uniform = -log_p.mean(dim=-1)  # (B, T): cross-entropy with the uniform distribution
+    per_token = ((1.0 - smoothing) * nll + smoothing * uniform) * real  # (B, T)
+    return per_token.sum() / real.sum().clamp(min=1)
+
+
+def label_smoothing_loss(pad_id: int, smoothing: float = 0.1) -> LossFn:
+    """A ``loss_fn`` for :func:`train`: label-smoothed cross-entropy ignoring ``pad_id``."""
+    if not 0.0 <= smoothing < 1.0:
+        raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
+
+    def loss_fn(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return label_smoothed_cross_entropy(logits, targets, pad_id, smoothing)
+
+    return loss_fn
+
+
+def noam_rate(step: int, d_model: int, warmup: int = 4000, factor: float = 1.0) -> float:
+    """Learning rate of "Attention Is All You Need" (section 5.3) at optimizer step ``step``.
+
+    ``lr = factor * d_model^-0.5 * min(step^-0.5, step * warmup^-1.5)``: a linear
+    warm-up for ``warmup`` steps, then decay with the inverse square root of the step.
+    The peak, at ``step = warmup``, is ``factor / sqrt(d_model * warmup)``
+    (7.0e-4 for the base model: d_model 512, 4000 warm-up steps).
+
+    Args:
+        step: optimizer step, counted from 1 (step 0 is treated as step 1).
+        d_model: model size C.
+        warmup: warm-up steps.
+        factor: a constant multiplier (1 in the paper).
+    """
+    if warmup < 1 or d_model < 1:
+        raise ValueError(f"warmup and d_model must be >= 1, got {warmup} and {d_model}")
+    step = max(int(step), 1)
+    return factor * d_model**-0.5 * min(step**-0.5, step * warmup**-1.5)
+
+
+def warmup_inverse_sqrt(step: int, warmup: int) -> float:
+    """The schedule's shape with its peak scaled to 1: ``min(step / warmup, sqrt(warmup / step))``.
+
+    Multiply by a peak learning rate: the same curve as :func:`noam_rate`
+    (``noam_rate(s, C, w) = warmup_inverse_sqrt(s, w) / sqrt(C * w)``).
+    """
+    if warmup < 1:
+        raise ValueError(f"warmup must be >= 1, got {warmup}")
+    step = max(int(step), 1)
+    return min(step / warmup, (warmup / step) ** 0.5)
+
+
+def warmup_inverse_sqrt_scheduler(
+    optimizer: torch.optim.Optimizer, warmup: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """A ``LambdaLR`` that scales each group's learning rate by :func:`warmup_inverse_sqrt`.
+
+    The optimizer's ``lr`` becomes the *peak* learning rate, reached after ``warmup``
+    steps. Pass the result as ``scheduler=`` to :func:`train` (stepped once per
+    optimizer step). With ``lr = 1 / sqrt(d_model * warmup)`` it is exactly the paper's
+    schedule (:func:`noam_rate`).
+
+    Args:
+        optimizer: e.g. ``Adam(params, lr=peak, betas=(0.9, 0.98), eps=1e-9)`` as in the paper.
+        warmup: warm-up steps (>= 1).
+    """
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 1:
+        raise ValueError(f"warmup must be a positive int, got {warmup!r}")
+    # LambdaLR calls the function with 0 before the first step; optimizer step n uses
+    # the value computed after n - 1 scheduler steps, so shift by one.
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: warmup_inverse_sqrt(s + 1, warmup)
+    )
+
+
+__all__ += [
+    "label_smoothed_cross_entropy",
+    "label_smoothing_loss",
+    "noam_rate",
+    "warmup_inverse_sqrt",
+    "warmup_inverse_sqrt_scheduler",
+]

@@ -1,0 +1,180 @@
+"""Tests of the chapter 9 decoding additions: key/value cache and beam search."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from transformer.decoding import beam_search, greedy_decode, greedy_decode_with_cache
+from transformer.model import Transformer, TransformerConfig
+
+BOS, EOS, PAD = 1, 2, 0
+
+
+def _model(seed: int = 0, **kw: object) -> Transformer:
+    torch.manual_seed(seed)
+    config = TransformerConfig(
+        src_vocab_size=15,
+        tgt_vocab_size=12,
+        d_model=32,
+        n_heads=4,
+        n_encoder_layers=2,
+        n_decoder_layers=2,
+        d_ff=64,
+        dropout=0.1,
+        **kw,  # type: ignore[arg-type]
+    )
+    return Transformer(config)
+
+
+def _src(seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    src = torch.randint(4, 15, (5, 9), generator=g)
+    src[1, 6:] = PAD
+    src[3, 2:] = PAD
+    return src
+
+
+@pytest.mark.parametrize("positional", ["sinusoidal", "rope", "alibi"])
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_cached_greedy_equals_uncached(positional: str, norm_first: bool) -> None:
+    model = _model(positional=positional, norm_first=norm_first)
+    src = _src()
+    fast = greedy_decode_with_cache(model, src, 20, BOS, EOS, PAD, use_cache=True)
+    slow = greedy_decode_with_cache(model, src, 20, BOS, EOS, PAD, use_cache=False)
+    assert torch.equal(fast, slow)
+    assert torch.equal(fast, greedy_decode(model, src, 20, BOS, EOS, PAD))  # default: cache
+    assert model.training  # the mode is given back
+
+
+def test_cached_step_logits_equal_uncached() -> None:
+    model = _model(1).eval()
+    src = _src(1)
+    with torch.no_grad():
+        a, b = model.start(src, use_cache=True), model.start(src, use_cache=False)
+        assert a.caches is not None and b.caches is None
+        prev = torch.full((src.shape[0],), BOS)
+        for _ in range(12):
+            la, a = model.step(prev, a)
+            lb, b = model.step(prev, b)
+            torch.testing.assert_close(la, lb, atol=1e-5, rtol=1e-5)
+            prev = la.argmax(-1)
+        assert len(a.caches[0][0]) == 12  # one cached key per fed token
+        assert len(a.caches[0][1]) == src.shape[1]  # cross-attention: the source, once
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_beam_size_one_is_greedy(use_cache: bool) -> None:
+    model = _model(2)
+    src = _src(2)
+    greedy = greedy_decode_with_cache(model, src, 15, BOS, EOS, PAD, use_cache=use_cache)
+    beam = beam_search(
+        model, src, 15, BOS, EOS, PAD, beam_size=1, length_penalty=0.0, use_cache=use_cache
+    )
+    assert torch.equal(beam, greedy)
+
+
+def _sequence_log_prob(model: Transformer, src: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """Sum of log p(token) of each row of ``out`` (up to and including eos)."""
+    tgt_in = torch.cat([torch.full((out.shape[0], 1), BOS), out[:, :-1]], 1)
+    with torch.no_grad():
+        log_p = model.eval()(src, tgt_in).log_softmax(-1)
+    picked = log_p.gather(-1, out[..., None]).squeeze(-1)
+    return (picked * (out != PAD)).sum(1)
+
+
+def test_beam_scores_are_the_model_log_probabilities() -> None:
+    model = _model(3)
+    src = _src(3)
+    out, scores = beam_search(
+        model, src, 12, BOS, EOS, PAD, beam_size=3, length_penalty=0.0, return_scores=True
+    )
+    torch.testing.assert_close(scores, _sequence_log_prob(model, src, out), atol=1e-4, rtol=1e-4)
+    greedy = greedy_decode(model, src, 12, BOS, EOS, PAD)
+    # every greedy output that ended was a candidate the beam could keep
+    ended = (greedy == EOS).any(1)
+    g_scores = _sequence_log_prob(model, src, greedy)
+    assert bool((scores[ended] >= g_scores[ended] - 1e-4).all())
+
+
+class Crafted(nn.Module):
+    """A decoder whose next-token distribution is a fixed table of the previous token.
+
+    From bos: token 3 with p=0.55, token 4 with p=0.45. After 3: ten tokens 5..14 equally
+    likely (p=0.1 each, eos never). After 4 and after 5..14: eos (rows are normalised).
+    Greedy takes 3 and pays log 0.1 on the next step; the best sequence is 4, eos.
+    """
+
+    pad_id = PAD
+
+    def __init__(self) -> None:
+        super().__init__()
+        V = 15
+        table = torch.full((V, V), 1e-9)
+        table[BOS, 3], table[BOS, 4] = 0.55, 0.45
+        table[3, 5:15] = 0.1
+        table[4, EOS] = 1.0
+        table[5:15, EOS] = 1.0
+        table[EOS, EOS] = table[PAD, EOS] = 1.0
+        self.register_buffer("log_table", (table / table.sum(1, keepdim=True)).log())
+
+    def start(self, src: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(src.shape[0], dtype=torch.long)
+
+    def step(self, prev: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.log_table[prev], state
+
+    def reorder_state(self, state: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        return state.index_select(0, index)
+
+
+def test_beam_search_beats_greedy_on_crafted_model() -> None:
+    model = Crafted()
+    src = torch.zeros(2, 3, dtype=torch.long)
+    greedy = greedy_decode(model, src, 5, BOS, EOS, PAD)
+    assert greedy[0].tolist() == [3, 5, EOS]  # a tie among 5..14 goes to the first
+    beam, score = beam_search(
+        model, src, 5, BOS, EOS, PAD, beam_size=2, length_penalty=0.0, return_scores=True
+    )
+    assert beam[0].tolist() == [4, EOS]
+    greedy_score = math.log(0.55) + math.log(0.1)
+    assert math.isclose(float(score[0]), math.log(0.45), rel_tol=1e-5)
+    assert float(score[0]) > greedy_score
+
+
+def test_length_penalty_changes_preferences() -> None:
+    """With alpha = 0 short outputs win; a large alpha favours the longer one."""
+
+    class TwoWays(Crafted):
+        def __init__(self) -> None:
+            super().__init__()
+            V = 15
+            table = torch.full((V, V), 1e-9)
+            table[BOS, EOS], table[BOS, 3] = 0.4, 0.6
+            table[3, 4] = 1.0
+            table[4, 5] = 1.0
+            table[5, EOS] = 0.5
+            table[5, 6] = 0.5
+            table[6, EOS] = 1.0
+            table[EOS, EOS] = table[PAD, EOS] = 1.0
+            self.log_table = (table / table.sum(1, keepdim=True)).log()
+
+    model = TwoWays()
+    src = torch.zeros(1, 2, dtype=torch.long)
+    short = beam_search(model, src, 8, BOS, EOS, PAD, beam_size=3, length_penalty=0.0)
+    long = beam_search(model, src, 8, BOS, EOS, PAD, beam_size=3, length_penalty=1.0)
+    assert short[0].tolist() == [EOS]  # log 0.4 > log 0.3
+    assert long[0].tolist() in ([3, 4, 5, EOS], [3, 4, 5, 6, EOS])
+
+
+def test_beam_search_errors() -> None:
+    model = _model()
+    with pytest.raises(ValueError, match="beam_size"):
+        beam_search(model, _src(), 5, BOS, EOS, PAD, beam_size=0)
+    with pytest.raises(ValueError, match="length_penalty"):
+        beam_search(model, _src(), 5, BOS, EOS, PAD, length_penalty=-1.0)
+    with pytest.raises(TypeError, match="reorder_state"):
+        beam_search(nn.Linear(2, 2), _src(), 5, BOS, EOS, PAD)
