@@ -1,0 +1,142 @@
+"""Open the built book in headless Chromium, as a reader would, with the network cut off.
+
+Checks, on every page listed in the table of contents: the page loads from a
+local server, every image loads, math is typeset by the bundled MathJax (no
+raw TeX left), and the "next" link walks through the chapters in order.
+Screenshots land in ``_build/screenshots``.
+
+Needs the built book (``make book`` or ``make book-strict``) and Debian's
+``chromium``; without the browser the tests are skipped with the reason shown.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import re
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[2]
+HTML = ROOT / "_build" / "html"
+SHOTS = ROOT / "_build" / "screenshots"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def toc_pages() -> list[str]:
+    """Document paths in reading order, from _toc.yml."""
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    pages = [toc["root"]]
+    for part in toc.get("parts", []):
+        pages += [c["file"] for c in part.get("chapters", [])]
+    return [re.sub(r"\.(md|ipynb)$", "", p) for p in pages]
+
+
+@pytest.fixture(scope="module")
+def server():
+    if not (HTML / "index.html").exists():
+        pytest.skip("the book is not built; run `make book` first")
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:  # keep the test output readable
+            pass
+
+    handler = functools.partial(Quiet, directory=str(HTML))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    if CHROMIUM is None:
+        pytest.skip("no Chromium on this machine (apt-get install chromium); browser checks skipped")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--no-first-run",
+            ],
+        )
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        blocked: list[str] = []
+
+        def only_local(route):
+            if route.request.url.startswith(server):
+                route.continue_()
+            else:  # a reader offline gets nothing from the internet, so neither do we
+                blocked.append(route.request.url)
+                route.abort()
+
+        context.route("**/*", only_local)
+        pg = context.new_page()
+        pg.blocked = blocked
+        yield pg
+        browser.close()
+
+
+def open_page(page, url: str) -> None:
+    response = page.goto(url, wait_until="load")
+    assert response is not None and response.ok, f"{url} answered {response and response.status}"
+    # MathJax typesets asynchronously; wait until it says it is done (or is absent)
+    page.wait_for_function(
+        "() => !window.MathJax || (MathJax.startup && MathJax.startup.promise"
+        " && (MathJax.startup.promise.then(() => window.__mjdone = true), window.__mjdone))",
+        timeout=30_000,
+    )
+
+
+@pytest.mark.parametrize("doc", toc_pages())
+def test_page_renders_with_math_and_images(page, server, doc):
+    open_page(page, f"{server}/{doc}.html")
+    title = page.title()
+    assert title and "404" not in title
+    # every image has loaded and has a size
+    broken = page.eval_on_selector_all(
+        "article img",
+        "imgs => imgs.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src)",
+    )
+    assert broken == [], f"images that did not load on {doc}: {broken}"
+    # math: every math element became an <mjx-container>, and no raw TeX delimiters remain
+    n_math = page.eval_on_selector_all("article .math", "els => els.length")
+    n_typeset = page.eval_on_selector_all("article mjx-container", "els => els.length")
+    if n_math:
+        assert n_typeset >= n_math, f"{doc}: {n_math} math elements but {n_typeset} typeset"
+        text = page.inner_text("article")
+        assert "\\(" not in text and "\\[" not in text and "$$" not in text, f"raw TeX on {doc}"
+    page.screenshot(path=str(SHOTS / (doc.replace("/", "__") + ".png")), full_page=False)
+
+
+def test_math_is_typeset_offline_on_the_intro(page, server):
+    open_page(page, f"{server}/book/intro.html")
+    assert page.eval_on_selector_all("article mjx-container svg", "els => els.length") > 0
+    assert not [u for u in page.blocked if "mathjax" in u.lower()], page.blocked
+
+
+def test_next_links_walk_the_chapters_in_order(page, server):
+    docs = toc_pages()
+    open_page(page, f"{server}/{docs[0]}.html")
+    for expected in docs[1:]:
+        page.click("a.right-next")
+        page.wait_for_load_state("load")
+        assert page.url.split("#")[0].endswith(f"/{expected}.html"), (page.url, expected)
+
+
+def test_sidebar_links_every_chapter(page, server):
+    open_page(page, f"{server}/{toc_pages()[0]}.html")
+    hrefs = page.eval_on_selector_all("nav.bd-docs-nav a", "as => as.map(a => a.href)")
+    for doc in toc_pages()[1:]:
+        assert any(h.split("#")[0].endswith(f"/{doc}.html") for h in hrefs), doc
