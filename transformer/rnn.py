@@ -499,7 +499,8 @@ class _RecurrentLayer(nn.Module):
         keep = None
         if lengths is not None:
             lengths = self._check_lengths(lengths, B, T, x)
-            keep = torch.arange(T, device=x.device)[None, :] < lengths[:, None]  # (B, T)
+            if bool((lengths < T).any()):  # no padding at all: skip the masking work
+                keep = torch.arange(T, device=x.device)[None, :] < lengths[:, None]  # (B, T)
 
         layer_input = x  # (B, T, I) for the first layer, (B, T, H) after
         finals: list[State] = []
@@ -508,8 +509,10 @@ class _RecurrentLayer(nn.Module):
             x_proj = cell.project_input(layer_input)
             state = states[index]
             outputs = []
-            for t in range(T):
-                new_state = cell.step(x_proj[:, t], state)
+            # unbind once rather than index x_proj[:, t] T times: the backward
+            # pass of each index would allocate a full (B, T, G*H) zero tensor.
+            for t, x_t in enumerate(x_proj.unbind(1)):
+                new_state = cell.step(x_t, state)
                 if keep is not None:
                     # Sequences that have ended keep their last real state.
                     new_state = self._keep(keep[:, t, None], new_state, state)
