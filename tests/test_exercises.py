@@ -16,8 +16,10 @@ is not a notebook at all is scored, not a crash of the grader.
 from __future__ import annotations
 
 import csv
+import functools
 import importlib.util
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -149,7 +151,9 @@ class TestGraderRobustness:
         )
         (subs / f"{assignment.name}_carol.ipynb").write_text("this is not a notebook")
         out = tmp_path / "gradebook.csv"
-        grades = grade_folder(subs, assignment.root.parent, out, timeout=240)
+        # relative paths, as `make grade SUBMISSIONS=dir` passes them
+        rel = functools.partial(os.path.relpath, start=Path.cwd())
+        grades = grade_folder(Path(rel(subs)), Path(rel(assignment.root.parent)), out, timeout=240)
         by_name = {g.submission: g for g in grades}
         assert set(by_name) == {"alice.ipynb", "bob.ipynb", f"{assignment.name}_carol.ipynb"}
         assert by_name["alice.ipynb"].total == by_name["alice.ipynb"].max_total > 0

@@ -208,7 +208,7 @@ def grade_folder(
     submissions: Path, assignments: Path, out_csv: Path, timeout: float = DEFAULT_TIMEOUT, jobs=2
 ) -> list[Grade]:
     """Grade every ``*.ipynb`` under ``submissions`` into one CSV gradebook."""
-    submissions, assignments = Path(submissions), Path(assignments)
+    submissions, assignments = Path(submissions).resolve(), Path(assignments).resolve()
     if not submissions.is_dir():
         raise FileNotFoundError(f"submissions folder {submissions} does not exist")
     folders = sorted(p for p in assignments.glob("[0-9][0-9]_*") if p.is_dir())
