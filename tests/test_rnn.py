@@ -16,6 +16,7 @@ from transformer.rnn import (
     GRUCell,
     LSTMCell,
     RNNCell,
+    SequenceClassifier,
     gradient_norm_by_distance,
     load_torch_weights,
 )
@@ -368,3 +369,17 @@ def test_constructor_and_loading_errors():
         load_torch_weights(RNN(3, 4), nn.RNN(3, 4, nonlinearity="relu"))
     with pytest.raises(TypeError, match="nn.GRUCell"):
         GRUCell.from_torch(nn.GRU(3, 4))
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+def test_sequence_classifier_ignores_padding(kind):
+    torch.manual_seed(0)
+    model = SequenceClassifier(10, 3, kind=kind, embed_size=4, hidden_size=5, pad_id=0).double()
+    ids = torch.tensor([[4, 5, 6, 0, 0], [7, 8, 9, 5, 4]])
+    logits = model(ids)
+    assert logits.shape == (2, 3)
+    torch.testing.assert_close(logits[0], model(ids[:1, :3])[0], **TOL)
+    with pytest.raises(ValueError, match="token ids"):
+        model(torch.randn(2, 5))
+    with pytest.raises(ValueError, match="kind"):
+        SequenceClassifier(10, 3, kind="transformer")

@@ -57,6 +57,7 @@ __all__ = [
     "GRUGates",
     "load_torch_weights",
     "gradient_norm_by_distance",
+    "SequenceClassifier",
 ]
 
 State = Tensor | tuple[Tensor, Tensor]
@@ -758,3 +759,61 @@ def gradient_norm_by_distance(
     (grad,) = torch.autograd.grad((last * u).sum(), x)  # (B, T, I)
     per_step = grad.pow(2).sum(dim=-1).mean(dim=0).sqrt()  # (T,)
     return per_step.flip(0).detach()  # index = distance from the last step
+
+
+# --------------------------------------------------------------------------- many-to-one model
+
+_LAYERS: dict[str, type[_RecurrentLayer]] = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
+
+
+class SequenceClassifier(nn.Module):
+    """Many-to-one model: embed tokens, run a recurrent layer, classify the final state.
+
+    The label is read from the top layer's state at each sequence's last real
+    token (``lengths``), so padding does not affect the prediction.
+
+    Args:
+        vocab_size: V, number of input token ids.
+        num_classes: number of output classes.
+        kind: ``"rnn"``, ``"lstm"`` or ``"gru"``.
+        embed_size: size of the token embeddings (the recurrent input size I).
+        hidden_size: H.
+        num_layers: L.
+        pad_id: the padding id; its embedding is zero and never trained.
+        **layer_kwargs: passed to the recurrent layer (``nonlinearity``, ``dropout``).
+
+    Shape:
+        ids: (B, T) long, lengths: (B,) -> logits (B, num_classes)
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        num_classes: int,
+        kind: str = "rnn",
+        embed_size: int = 16,
+        hidden_size: int = 32,
+        num_layers: int = 1,
+        pad_id: int = 0,
+        **layer_kwargs: object,
+    ) -> None:
+        super().__init__()
+        if kind not in _LAYERS:
+            raise ValueError(f"kind must be one of {sorted(_LAYERS)}, got {kind!r}")
+        self.kind = kind
+        self.pad_id = pad_id
+        self.embed = nn.Embedding(vocab_size, embed_size, padding_idx=pad_id)
+        self.rnn = _LAYERS[kind](embed_size, hidden_size, num_layers=num_layers, **layer_kwargs)
+        self.head = nn.Linear(hidden_size, num_classes)
+
+    def forward(self, ids: Tensor, lengths: Tensor | None = None) -> Tensor:
+        if ids.dtype != torch.long or ids.dim() != 2:
+            raise ValueError(
+                f"ids must be a (B, T) tensor of token ids (long), got shape "
+                f"{tuple(ids.shape)} and dtype {ids.dtype}"
+            )
+        if lengths is None:
+            lengths = (ids != self.pad_id).sum(dim=1)  # (B,)
+        _, state = self.rnn(self.embed(ids), lengths=lengths)  # state: (L, B, H) or a pair
+        h_n = state[0] if isinstance(state, tuple) else state
+        return self.head(h_n[-1])  # (B, num_classes)
