@@ -485,3 +485,65 @@ def test_fused_path_with_bias_and_fully_masked_row_gives_zeros():
     assert torch.isfinite(out).all() and torch.all(out[1, 3] == 0)
     out.sum().backward()
     assert torch.isfinite(x.grad).all()
+
+
+# ---------------------------------------------------------------------------
+# The attention encoder-decoder of chapter 5
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cell,score", [("gru", "additive"), ("lstm", "dot"), ("rnn", "additive")])
+def test_attention_seq2seq_step_by_step_matches_forward(cell, score):
+    from transformer.attention import AttentionSeq2Seq
+
+    torch.manual_seed(0)
+    model = AttentionSeq2Seq(11, 9, emb_size=8, hidden_size=12, cell=cell, score=score).eval()
+    src = torch.randint(4, 11, (3, 6))
+    src[1, 4:] = 0  # padding
+    tgt_in = torch.randint(4, 9, (3, 5))
+    logits, w = model(src, tgt_in, need_weights=True)
+    assert logits.shape == (3, 5, 9) and w.shape == (3, 5, 6)
+    assert torch.all(w[1, :, 4:] == 0)  # never attends to padding
+    assert_close(w.sum(-1), torch.ones(3, 5))
+    state = model.start(src)
+    for t in range(5):
+        step_logits, state = model.step(tgt_in[:, t], state)
+        assert_close(step_logits, logits[:, t], **TOL)
+        assert_close(state.weights, w[:, t], **TOL)
+
+
+def test_attention_seq2seq_ignores_extra_padding_and_reorders_state():
+    from transformer.attention import AttentionSeq2Seq
+
+    torch.manual_seed(0)
+    model = AttentionSeq2Seq(11, 9, emb_size=8, hidden_size=12).eval()
+    src = torch.randint(4, 11, (2, 5))
+    padded = torch.cat([src, torch.zeros(2, 3, dtype=torch.long)], dim=1)
+    tgt_in = torch.randint(4, 9, (2, 4))
+    assert_close(model(src, tgt_in), model(padded, tgt_in), **TOL)
+    state = model.start(src)
+    swapped = model.reorder_state(state, torch.tensor([1, 0]))
+    a, _ = model.step(tgt_in[:, 0], state)
+    b, _ = model.step(tgt_in[[1, 0], 0], swapped)
+    assert_close(a[[1, 0]], b, **TOL)
+    with pytest.raises(ValueError, match="same B"):
+        model(src, tgt_in[:1])
+
+
+def test_attention_seq2seq_learns_to_copy_a_batch():
+    from transformer.attention import AttentionSeq2Seq
+
+    torch.manual_seed(0)
+    model = AttentionSeq2Seq(14, 14, emb_size=16, hidden_size=32)
+    src = torch.randint(4, 14, (16, 6))
+    tgt = torch.cat([torch.ones(16, 1, dtype=torch.long), src, torch.full((16, 1), 2)], 1)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(40):
+        logits = model(src, tgt[:, :-1])
+        loss = F.cross_entropy(logits.reshape(-1, 14), tgt[:, 1:].reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.1 * losses[0]
