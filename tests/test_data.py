@@ -12,6 +12,7 @@ from transformer.data import (
     Batch,
     Vocab,
     collate_pairs,
+    date_formats,
     lengths_to_mask,
     load_task,
     make_pairs,
@@ -41,6 +42,12 @@ def test_vocab_unknown_symbols_and_decode_stops_at_eos():
 def test_vocab_word_level():
     v = Vocab(["hello", "world"])
     assert v.decode(v.encode("hello world")) == "hello world"
+    # one-letter words stay words when the vocabulary is built from split text
+    w = Vocab.from_texts(["a b c"], tokenize=str.split)
+    assert w.encode("c a") == [6, 4] and w.decode([6, 4]) == "c a"
+    assert Vocab("ab", sep=" ").decode([4, 5]) == "a b"
+    with pytest.raises(ValueError, match="sep must be"):
+        Vocab("ab", sep="-")
 
 
 def test_vocab_rejects_bad_symbols_and_ids():
@@ -146,6 +153,18 @@ def test_dates_are_valid_iso_and_multilingual():
         if src.startswith("Samstag"):
             assert dt.date.fromisoformat(tgt).weekday() == 5
     assert set(DATE_LANGUAGES) >= {"en", "fr", "de"}
+
+
+def test_date_formats_all_mean_the_same_day():
+    day = dt.date(1983, 1, 25)
+    for lang in DATE_LANGUAGES:
+        written = date_formats(day, lang)
+        assert len(written) >= 4 and len(set(written)) == len(written)
+        assert all("1983" in w for w in written)
+    assert "25. Januar 1983" in date_formats(day, "de")
+    assert "Tuesday, January 25, 1983" in date_formats(day, "en")  # 1983-01-25 was a Tuesday
+    with pytest.raises(ValueError, match="unsupported"):
+        date_formats(day, "it")
 
 
 def test_dates_language_choice():

@@ -43,6 +43,7 @@ __all__ = [
     "collate_pairs",
     "text_corpus",
     "DATE_LANGUAGES",
+    "date_formats",
 ]
 
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
@@ -60,6 +61,9 @@ class Vocab:
     Args:
         symbols: the ordinary symbols (characters or words). Duplicates and
             special symbols are rejected so that ids are unambiguous.
+        sep: how :meth:`decode` joins symbols and how :meth:`encode` splits a
+            string: ``""`` for characters, ``" "`` for words. By default
+            ``""`` if every symbol is a single character, else ``" "``.
 
     Example:
         >>> v = Vocab("abc")
@@ -71,7 +75,7 @@ class Vocab:
 
     pad_id, bos_id, eos_id, unk_id = 0, 1, 2, 3
 
-    def __init__(self, symbols: Iterable[str]) -> None:
+    def __init__(self, symbols: Iterable[str], sep: str | None = None) -> None:
         symbols = list(symbols)
         for s in symbols:
             if not isinstance(s, str) or not s:
@@ -83,16 +87,30 @@ class Vocab:
             raise ValueError(f"duplicate symbols in vocabulary: {dupes[:10]}")
         self.itos: list[str] = [*SPECIALS, *symbols]
         self.stoi: dict[str, int] = {s: i for i, s in enumerate(self.itos)}
-        # Character vocabularies decode by concatenation, word vocabularies with spaces.
-        self.sep = "" if all(len(s) == 1 for s in symbols) else " "
+        if sep is None:  # characters decode by concatenation, words with spaces
+            sep = "" if all(len(s) == 1 for s in symbols) else " "
+        if sep not in ("", " "):
+            raise ValueError(f"sep must be '' (characters) or ' ' (words), got {sep!r}")
+        self.sep = sep
 
     @classmethod
-    def from_texts(cls, texts: Iterable[str], tokenize: Callable[[str], list[str]] = list) -> Vocab:
-        """Build a vocabulary of every symbol in ``texts`` (sorted, so it is reproducible)."""
+    def from_texts(
+        cls,
+        texts: Iterable[str],
+        tokenize: Callable[[str], list[str]] = list,
+        sep: str | None = None,
+    ) -> Vocab:
+        """Build a vocabulary of every symbol in ``texts`` (sorted, so it is reproducible).
+
+        With ``tokenize=str.split`` the vocabulary is word level (``sep=" "``)
+        even if every word happens to be one character long.
+        """
         seen: set[str] = set()
         for t in texts:
             seen.update(tokenize(t))
-        return cls(sorted(seen))
+        if sep is None and tokenize is str.split:
+            sep = " "
+        return cls(sorted(seen), sep=sep)
 
     def __len__(self) -> int:
         return len(self.itos)
@@ -311,6 +329,19 @@ def _date_names(lang: str) -> dict[str, dict[int, str]]:
         "mon": dict(loc.months["format"]["abbreviated"]),
         "day": dict(loc.days["format"]["wide"]),  # 0 = Monday
     }
+
+
+def date_formats(date: _dt.date, lang: str) -> list[str]:
+    """Every way the ``dates`` task may write ``date`` in language ``lang``.
+
+    Example:
+        >>> date_formats(datetime.date(1983, 1, 25), "de")[0]
+        '25. Januar 1983'
+    """
+    if lang not in DATE_LANGUAGES:
+        raise ValueError(f"unsupported date language {lang!r}; choose from {DATE_LANGUAGES}")
+    names = _date_names(lang)
+    return [fmt(date, names) for fmt in _date_formats(lang)]
 
 
 def _date_formats(lang: str) -> list[Callable[[_dt.date, dict], str]]:
