@@ -236,4 +236,4 @@ def test_run_bottleneck_trains_and_reports_every_length() -> None:
     assert result.by_length.lengths == [2, 3, 4, 5]
     assert sum(result.by_length.counts) == 40
     assert all(0.0 <= a <= 1.0 for a in result.by_length.exact_match)
-    assert result.n_parameters > 0
+    assert result.n_parameters == sum(p.numel() for p in result.model.parameters())

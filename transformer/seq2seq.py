@@ -384,7 +384,7 @@ class BottleneckSetup:
 
     task: str = "copy"
     min_len: int = 3
-    max_len: int = 20
+    max_len: int = 16
     n_train: int = 12000
     n_val: int = 300
     n_test: int = 3000
@@ -392,7 +392,7 @@ class BottleneckSetup:
     emb_size: int = 32
     cell: str = "gru"
     batch_size: int = 64
-    steps: int = 1200
+    steps: int = 1000
     lr: float = 3e-3
     clip_norm: float = 1.0
     seed: int = 0
@@ -520,8 +520,9 @@ def exact_match_by_length(
 
 @dataclass
 class BottleneckResult:
-    """What :func:`run_bottleneck` measured."""
+    """What :func:`run_bottleneck` measured, and the trained model."""
 
+    model: nn.Module
     setup: BottleneckSetup
     history: History
     by_length: LengthAccuracy
@@ -576,4 +577,4 @@ def run_bottleneck(
         model, data.test, data.src_vocab, data.tgt_vocab, device=device
     )
     n_parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return BottleneckResult(setup, history, by_length, seconds, n_parameters)
+    return BottleneckResult(model, setup, history, by_length, seconds, n_parameters)
