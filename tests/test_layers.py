@@ -169,3 +169,27 @@ def test_clear_errors() -> None:
     dec = DecoderLayer(C, H, F_)
     with pytest.raises(ValueError, match="batch size"):
         dec(torch.randn(2, T, C), torch.randn(3, S, C))
+
+
+def test_fast_dropout_statistics_and_gradient() -> None:
+    from transformer.layers import FastDropout
+
+    torch.manual_seed(6)
+    drop = FastDropout(0.1)
+    x = torch.ones(200, 500, requires_grad=True)
+    y = drop(x)
+    dropped = float((y == 0).float().mean())
+    assert abs(dropped - 0.1) < 0.005  # 100,000 draws: about 5 standard errors
+    kept = y[y != 0]
+    torch.testing.assert_close(kept, torch.full_like(kept, 1 / 0.9))
+    assert abs(float(y.mean()) - 1.0) < 0.01  # inverted dropout keeps the expectation
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, (y != 0).float() / 0.9)  # gradient through the mask
+    assert not torch.equal(drop(x), drop(x))  # a fresh mask per call
+    drop.eval()
+    assert drop(x) is x
+    assert FastDropout(0.0).train()(x) is x
+    with pytest.raises(ValueError, match="dropout probability"):
+        FastDropout(1.0)
+    odd = FastDropout(0.5)(torch.ones(3, 7))  # odd number of elements
+    assert odd.shape == (3, 7) and set(odd.unique().tolist()) <= {0.0, 2.0}

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from transformer.attention import KVCache
-from transformer.layers import ACTIVATIONS, DecoderLayer, EncoderLayer
+from transformer.layers import ACTIVATIONS, DecoderLayer, EncoderLayer, FastDropout
 from transformer.masks import causal_mask, decoder_self_mask, padding_mask
 from transformer.positional import PositionalScheme, make_positional
 
@@ -249,7 +249,7 @@ class Encoder(nn.Module):
         self.embedding = embedding
         self.positional = positional
         self._use_hooks = _has_attention_hooks(positional)
-        self.dropout = nn.Dropout(c.dropout)
+        self.dropout = FastDropout(c.dropout)
         self.layers = nn.ModuleList(
             EncoderLayer(
                 c.d_model,
@@ -266,7 +266,7 @@ class Encoder(nn.Module):
         self.norm = nn.LayerNorm(c.d_model, eps=c.layer_norm_eps) if c.use_final_norm else None
 
     def forward(
-        self, src: Tensor, src_mask: Tensor, *, need_weights: bool = False
+        self, src: Tensor, src_mask: Tensor | None, *, need_weights: bool = False
     ) -> Tensor | tuple[Tensor, list[Tensor]]:
         """Encode ``src`` (B, S); ``src_mask`` (B, 1, 1, S) is True at real tokens."""
         positions = torch.arange(src.shape[1], device=src.device)  # (S,)
@@ -307,7 +307,7 @@ class Decoder(nn.Module):
         self.embedding = embedding
         self.positional = positional
         self._use_hooks = _has_attention_hooks(positional)
-        self.dropout = nn.Dropout(c.dropout)
+        self.dropout = FastDropout(c.dropout)
         self.layers = nn.ModuleList(
             DecoderLayer(
                 c.d_model,
@@ -336,7 +336,7 @@ class Decoder(nn.Module):
         tgt: Tensor,
         memory: Tensor,
         tgt_mask: Tensor | None,
-        memory_mask: Tensor,
+        memory_mask: Tensor | None,
         *,
         start_pos: int = 0,
         caches: list[tuple[KVCache, KVCache]] | None = None,
@@ -375,7 +375,7 @@ class DecoderState:
 
     Attributes:
         memory: encoder output (B, S, C).
-        memory_mask: source padding mask (B, 1, 1, S), True at real tokens.
+        memory_mask: source padding mask (B, 1, 1, S), True at real tokens (None: no padding).
         caches: per decoder layer ``(self_cache, cross_cache)``, or ``None`` when
             decoding without a cache.
         tokens: every decoder input so far (B, t); without a cache the whole prefix
@@ -383,7 +383,7 @@ class DecoderState:
     """
 
     memory: Tensor
-    memory_mask: Tensor
+    memory_mask: Tensor | None
     caches: list[tuple[KVCache, KVCache]] | None
     tokens: Tensor = field(default_factory=lambda: torch.empty(0, 0, dtype=torch.long))
 
@@ -433,11 +433,16 @@ class Transformer(nn.Module):
         return decoder_self_mask(tgt_in, self.pad_id)  # (B, 1, T, T)
 
     # ---------------------------------------------------------------- forward
-    def encode(self, src: Tensor) -> tuple[Tensor, Tensor]:
-        """Run the encoder: returns ``(memory (B, S, C), src_mask (B, 1, 1, S))``."""
+    def encode(self, src: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Run the encoder: returns ``(memory (B, S, C), src_mask (B, 1, 1, S) or None)``.
+
+        The mask is ``None`` when no source position is padding (nothing to hide).
+        """
         _check_ids(src, "src", self.config.src_vocab_size)
         self._check_length(src.shape[1], "src")
         mask = self.src_mask(src)
+        if bool(mask.all()):
+            mask = None  # no padding: skip the masking work in every attention call
         return self.encoder(src, mask), mask
 
     def forward(self, src: Tensor, tgt_in: Tensor) -> Tensor:
@@ -457,7 +462,11 @@ class Transformer(nn.Module):
             )
         self._check_length(tgt_in.shape[1], "tgt_in")
         memory, src_mask = self.encode(src)
-        return self.decoder(tgt_in, memory, self.tgt_mask(tgt_in), src_mask)
+        if bool((tgt_in != self.pad_id).all()):
+            tgt_mask = causal_mask(tgt_in.shape[1], device=tgt_in.device)  # (T, T)
+        else:
+            tgt_mask = self.tgt_mask(tgt_in)  # (B, 1, T, T)
+        return self.decoder(tgt_in, memory, tgt_mask, src_mask)
 
     @torch.no_grad()
     def attention_maps(self, src: Tensor, tgt_in: Tensor) -> dict[str, list[Tensor]]:
@@ -547,7 +556,7 @@ class Transformer(nn.Module):
             ]
         return DecoderState(
             state.memory.index_select(0, index),
-            state.memory_mask.index_select(0, index),
+            None if state.memory_mask is None else state.memory_mask.index_select(0, index),
             caches,
             state.tokens.index_select(0, index),
         )
