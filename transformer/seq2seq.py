@@ -77,7 +77,7 @@ def _check_ids(name: str, ids: object, vocab_size: int, what: str) -> Tensor:
         raise TypeError(f"{name} must hold token ids as torch.long, got {ids.dtype}")
     if ids.numel() == 0 or ids.size(1) == 0:
         raise ValueError(f"{name} is empty (shape {tuple(ids.shape)})")
-    low, high = int(ids.min()), int(ids.max())
+    low, high = torch.stack(torch.aminmax(ids)).tolist()  # one device sync, not two
     if low < 0 or high >= vocab_size:
         bad = high if high >= vocab_size else low
         raise ValueError(
