@@ -627,12 +627,11 @@ class MultiHeadAttention(nn.Module):
             k, v = cache.k, cache.v  # (B, H, S, D), projected on the first call
             assert k is not None and v is not None
         else:
-            if key is query and value is query:
-                q, k, v = self._project_qkv_packed(query)  # (B, H, T, D) each
-            else:
-                q = self._split_heads(self.q_proj(query))  # (B, H, T, D)
-                k = self._split_heads(self.k_proj(key))  # (B, H, S_new, D)
-                v = self._split_heads(self.v_proj(value))  # (B, H, S_new, D)
+            # Three separate products; packing them into one (3C, C) product measured
+            # no faster here, because its backward must stack the three gradients.
+            q = self._split_heads(self.q_proj(query))  # (B, H, T, D)
+            k = self._split_heads(self.k_proj(key))  # (B, H, S_new, D)
+            v = self._split_heads(self.v_proj(value))  # (B, H, S_new, D)
             if cache is not None and not cache.static:
                 past = len(cache)
         S_new = k.shape[2]
@@ -677,20 +676,6 @@ class MultiHeadAttention(nn.Module):
                 weights = weights.mean(dim=1)  # (B, T, S)
         out = out.transpose(1, 2).reshape(B, T, self.d_model)  # (B, T, C)
         return self.out_proj(out), weights
-
-    def _project_qkv_packed(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Self-attention: the three projections as one matrix product (faster on CPU).
-
-        Mathematically the same as ``q_proj(x), k_proj(x), v_proj(x)``; one (3C, C)
-        product keeps the matrix unit busier than three (C, C) ones.
-        """
-        B, T, _ = x.shape
-        projs = (self.q_proj, self.k_proj, self.v_proj)
-        w = torch.cat([p.weight for p in projs])  # (3C, C)
-        b = None if self.q_proj.bias is None else torch.cat([p.bias for p in projs])  # (3C,)
-        qkv = F.linear(x, w, b).view(B, T, 3, self.n_heads, self.head_dim)  # (B, T, 3, H, D)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (B, H, T, D) each
-        return q, k, v
 
     @staticmethod
     def _fused(
