@@ -178,3 +178,26 @@ def test_beam_search_errors() -> None:
         beam_search(model, _src(), 5, BOS, EOS, PAD, length_penalty=-1.0)
     with pytest.raises(TypeError, match="reorder_state"):
         beam_search(nn.Linear(2, 2), _src(), 5, BOS, EOS, PAD)
+
+
+def test_early_unlikely_endings_do_not_stop_the_search() -> None:
+    """Short, unlikely hypotheses that finish first must not end the search early."""
+
+    class EarlyEos(Crafted):
+        def __init__(self) -> None:
+            super().__init__()
+            V = 15
+            table = torch.full((V, V), 1e-9)
+            table[BOS, 3], table[BOS, EOS], table[BOS, 4] = 0.9, 0.06, 0.04
+            table[3, 5], table[3, EOS] = 0.9, 0.1  # a second short ending
+            table[5, 7], table[5, 8] = 0.95, 0.05
+            table[4, EOS] = table[7, EOS] = table[8, EOS] = 1.0
+            table[EOS, EOS] = table[PAD, EOS] = 1.0
+            self.log_table = (table / table.sum(1, keepdim=True)).log()
+
+    model = EarlyEos()
+    src = torch.zeros(1, 2, dtype=torch.long)
+    for alpha in (0.0, 0.6):
+        out = beam_search(model, src, 6, BOS, EOS, PAD, beam_size=2, length_penalty=alpha)
+        assert out[0].tolist() == [3, 5, 7, EOS], (alpha, out)
+    assert greedy_decode(model, src, 6, BOS, EOS, PAD)[0].tolist() == [3, 5, 7, EOS]

@@ -170,7 +170,8 @@ def beam_search(
     keeps K candidates ("beams"), extends each by every token, and keeps the K best
     of the K x V extensions by total log-probability (Graves, 2012; Sutskever et
     al., 2014). A beam that emits ``eos_id`` is finished and set aside; a source is
-    done once it has K finished hypotheses (or at ``max_len``). Finished hypotheses
+    done once it has K finished hypotheses that no alive beam can still beat (or at
+    ``max_len``). Finished hypotheses
     are compared by their *length-normalised* score ``log p(y) / |y|^alpha``:
     without it (alpha = 0) every extra token lowers the sum of log-probabilities, so
     the search prefers short outputs. With ``beam_size=1`` this is greedy decoding.
@@ -257,13 +258,20 @@ def _beam_search(
         all_tokens = torch.cat([fin_tokens, padded], dim=1)  # (B, 3K, max_len)
         fin_scores, keep = all_scores.topk(K, dim=1)  # (B, K)
         fin_tokens = all_tokens.gather(1, keep[:, :, None].expand(-1, -1, max_len))
-        done = done | (fin_scores > neg_inf).all(dim=1)
-        if bool(done.all()) or t == max_len:
+        if t == max_len:
             break
 
         # Alive beams: the best K candidates that did not end with eos.
         alive = torch.where(token == eos_id, neg_inf, top)  # (B, 2K)
         scores, pick = alive.topk(K, dim=1)  # (B, K)
+        # A source is done when K hypotheses have finished and no alive beam can still
+        # beat the worst of them. Log-probabilities only fall as a beam grows, so the
+        # best an alive beam can reach is its score now, divided by max_len^alpha.
+        bound = scores[:, 0] / float(max_len) ** alpha  # (B,)
+        full = (fin_scores > neg_inf).all(dim=1)  # (B,)
+        done = done | (full & (fin_scores[:, -1] >= bound))
+        if bool(done.all()):
+            break
         chosen_beam = beam.gather(1, pick)  # (B, K)
         history = seqs.gather(1, pick[:, :, None].expand(-1, -1, t))  # (B, K, t)
         prev = token.gather(1, pick).reshape(B * K)  # (B*K,)
