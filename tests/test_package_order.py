@@ -82,8 +82,7 @@ def test_notebook_imports_only_chapters_up_to_its_own(path):
     for dep in imported_modules(notebook_source(path)):
         assert dep in CHAPTER_OF_MODULE, f"{path.name} imports unknown module transformer.{dep}"
         assert CHAPTER_OF_MODULE[dep] <= chapter, (
-            f"{path.name} imports transformer.{dep}, introduced in chapter "
-            f"{CHAPTER_OF_MODULE[dep]}"
+            f"{path.name} imports transformer.{dep}, introduced in chapter {CHAPTER_OF_MODULE[dep]}"
         )
 
 

@@ -42,6 +42,7 @@ def toc_pages() -> list[str]:
 def server():
     if not (HTML / "index.html").exists():
         pytest.skip("the book is not built; run `make book` first")
+
     class Quiet(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *args) -> None:  # keep the test output readable
             pass
@@ -57,7 +58,7 @@ def server():
 @pytest.fixture(scope="module")
 def page(server):
     if CHROMIUM is None:
-        pytest.skip("no Chromium on this machine (apt-get install chromium); browser checks skipped")
+        pytest.skip("no Chromium here (apt-get install chromium): browser checks skipped")
     sync_api = pytest.importorskip("playwright.sync_api")
     SHOTS.mkdir(parents=True, exist_ok=True)
     with sync_api.sync_playwright() as p:
