@@ -46,10 +46,12 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 
 unit: $(STAMP)
-	$(VENV)/bin/pytest -q -n $(JOBS) --dist loadscope -m "not browser" tests
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(VENV)/bin/pytest -q -n $(JOBS) --dist loadscope -m "not browser" tests
 
+# Two notebooks run side by side on two cores, so each kernel gets one thread:
+# two multi-threaded PyTorch processes on two cores slow each other down many times over.
 nbval: $(STAMP)
-	$(VENV)/bin/pytest -q -n $(JOBS) --dist loadscope $(NBVAL_FLAGS) $(NB)
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(VENV)/bin/pytest -q -n $(JOBS) --dist loadscope $(NBVAL_FLAGS) $(NB)
 
 browser: $(STAMP)
 	$(VENV)/bin/pytest -q -m browser -rs tests/browser
