@@ -510,3 +510,33 @@ def test_default_hooks_do_nothing() -> None:
     assert q2 is q and k2 is k
     assert scheme.score_bias(q) is None
     assert list(scheme.parameters()) == []
+
+
+def test_shaw_value_term_is_used_by_multi_head_attention() -> None:
+    """With values=True each head's output gains sum_j w_ij a^V_clip(j-i) (Shaw et al.)."""
+    torch.manual_seed(0)
+    B, T, C, H = 2, 7, 16, 2
+    D = C // H
+    mha = MultiHeadAttention(C, H).eval()
+    scheme = RelativePositionRepresentations(D, max_distance=3, values=True)
+    with torch.no_grad():
+        scheme.values.normal_()  # large enough to matter
+    x = torch.randn(B, T, C)
+    mask = torch.ones(T, T, dtype=torch.bool).tril()
+    out, _ = mha(x, mask=mask, positional=scheme)
+    # by hand: scores with the key term, weights, then values plus relative vectors
+    q = mha.q_proj(x).view(B, T, H, D).transpose(1, 2)
+    k = mha.k_proj(x).view(B, T, H, D).transpose(1, 2)
+    v = mha.v_proj(x).view(B, T, H, D).transpose(1, 2)
+    pos = torch.arange(T)
+    scores = q @ k.transpose(-2, -1) / D**0.5 + scheme.score_bias(q, pos, pos)
+    w = scores.masked_fill(~mask, float("-inf")).softmax(-1)  # (B, H, T, T)
+    rel = (pos[None, :] - pos[:, None]).clamp(-3, 3) + 3  # (T, T) index of clip(j - i)
+    a_v = scheme.values[rel]  # (T, T, D)
+    heads = w @ v + torch.einsum("bhij,ijd->bhid", w, a_v)
+    expected = mha.out_proj(heads.transpose(1, 2).reshape(B, T, C))
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    # without value vectors the output differs, so the term really was added
+    plain = RelativePositionRepresentations(D, max_distance=3)
+    plain.load_state_dict(scheme.state_dict(), strict=False)
+    assert not torch.allclose(mha(x, mask=mask, positional=plain)[0], out)

@@ -393,6 +393,13 @@ class PositionalHooks(Protocol):
         ...
 
 
+def _value_term_of(positional: object | None):
+    """The scheme's ``value_term`` method if it has learned value vectors, else None."""
+    if positional is None or getattr(positional, "values", None) is None:
+        return None
+    return getattr(positional, "value_term", None)
+
+
 class KVCache:
     """Keys and values kept between decoding steps, so each step projects only new tokens.
 
@@ -666,12 +673,27 @@ class MultiHeadAttention(nn.Module):
 
         p = self.dropout if self.training else 0.0
         weights = None
-        if self.fused and not need_weights:
+        # Shaw et al. (2018) also add relative vectors to the values; that term needs the
+        # weights themselves, so it always takes the explicit path.
+        value_term = _value_term_of(positional)
+        if self.fused and not need_weights and value_term is None:
             out = self._fused(q, k, v, mask, bias, p)  # (B, H, T, D)
         else:
-            out, weights = scaled_dot_product_attention(
-                q, k, v, mask, dropout_p=p, training=self.training, bias=bias
-            )  # (B, H, T, D), (B, H, T, S)
+            if value_term is not None and p > 0:
+                # one dropout mask for both value parts: sum_j drop(w_ij) (v_j + a_ij)
+                out, weights = scaled_dot_product_attention(
+                    q, k, v, mask, dropout_p=0.0, training=False, bias=bias
+                )  # (B, H, T, D), (B, H, T, S)
+                used = F.dropout(weights, p)
+                out = used @ v  # (B, H, T, D)
+            else:
+                out, weights = scaled_dot_product_attention(
+                    q, k, v, mask, dropout_p=p, training=self.training, bias=bias
+                )  # (B, H, T, D), (B, H, T, S)
+                used = weights
+            if value_term is not None:
+                assert q_pos is not None and k_pos is not None
+                out = out + value_term(used, q_pos, k_pos)  # (B, H, T, D)
             if average_weights:
                 weights = weights.mean(dim=1)  # (B, T, S)
         out = out.transpose(1, 2).reshape(B, T, self.d_model)  # (B, T, C)

@@ -343,8 +343,9 @@ class RelativePositionRepresentations(PositionalScheme):
     As in the paper, the vectors are shared across heads.
 
     The optional value term adds ``sum_j w_ij a^V_{clip(j - i)}`` to each head's output;
-    :meth:`value_term` computes it from the attention weights (an attention layer must
-    call it; the score hooks cannot express it).
+    :meth:`value_term` computes it from the attention weights; the score hooks cannot
+    express it, so :class:`~transformer.attention.MultiHeadAttention` calls it itself
+    (on its explicit path) whenever the scheme has value vectors.
 
     Args:
         head_dim: size D of one head.
