@@ -88,6 +88,25 @@ def _check_positive_int(value: object, name: str) -> int:
     return value
 
 
+def _per_head_bias_positions(
+    q: torch.Tensor,
+    n_heads: int,
+    what: str,
+    q_pos: torch.Tensor | None,
+    k_pos: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Checks shared by the per-head score biases (T5, ALiBi); returns (q_pos, k_pos)."""
+    _check_heads(q)
+    if q.shape[1] != n_heads:
+        raise ValueError(
+            f"queries have {q.shape[1]} heads but {what} was built for n_heads={n_heads}"
+        )
+    q_pos = _check_positions(q_pos, q.shape[2], "q_pos")
+    # Without key positions this is self-attention: the keys are the queries' tokens.
+    k_pos = q_pos if k_pos is None else _check_positions(k_pos, None, "k_pos")
+    return q_pos, k_pos
+
+
 def relative_distances(q_pos: torch.Tensor, k_pos: torch.Tensor) -> torch.Tensor:
     """Signed distance from every query to every key, ``k_pos[j] - q_pos[i]``.
 
@@ -606,15 +625,7 @@ class T5RelativeBias(PositionalScheme):
         q_pos: torch.Tensor | None = None,
         k_pos: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        _check_heads(q)
-        if q.shape[1] != self.n_heads:
-            raise ValueError(
-                f"queries have {q.shape[1]} heads but this T5 bias was built for "
-                f"n_heads={self.n_heads}"
-            )
-        q_pos = _check_positions(q_pos, q.shape[2], "q_pos")
-        # Without key positions this is self-attention: the keys are the queries' tokens.
-        k_pos = q_pos if k_pos is None else _check_positions(k_pos, None, "k_pos")
+        q_pos, k_pos = _per_head_bias_positions(q, self.n_heads, "this T5 bias", q_pos, k_pos)
         buckets = t5_bucket(
             relative_distances(q_pos, k_pos),
             self.num_buckets,
@@ -684,14 +695,7 @@ class ALiBi(PositionalScheme):
         q_pos: torch.Tensor | None = None,
         k_pos: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        _check_heads(q)
-        if q.shape[1] != self.n_heads:
-            raise ValueError(
-                f"queries have {q.shape[1]} heads but ALiBi was built for n_heads={self.n_heads}"
-            )
-        q_pos = _check_positions(q_pos, q.shape[2], "q_pos")
-        # Without key positions this is self-attention: the keys are the queries' tokens.
-        k_pos = q_pos if k_pos is None else _check_positions(k_pos, None, "k_pos")
+        q_pos, k_pos = _per_head_bias_positions(q, self.n_heads, "ALiBi", q_pos, k_pos)
         dist = relative_distances(q_pos, k_pos).abs().to(self.slopes.device)  # (T, S)
         bias = -self.slopes[:, None, None] * dist[None]  # (H, T, S)
         return bias.unsqueeze(0).to(device=q.device, dtype=q.dtype)  # (1, H, T, S)
