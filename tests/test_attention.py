@@ -552,3 +552,63 @@ def test_attention_seq2seq_learns_to_copy_a_batch():
     finally:
         torch.set_num_threads(threads)
     assert losses[-1] < 0.1 * losses[0]
+
+
+def test_kv_cache_grows_past_its_capacity_and_keeps_every_position():
+    torch.manual_seed(0)
+    cache = KVCache()
+    ks = [torch.randn(2, 3, n, 4) for n in (1, 5, 20, 1, 40)]
+    capacities = []
+    for k in ks:
+        all_k, all_v = cache.append(k, 2 * k)
+        capacities.append(cache.capacity)
+    expected = torch.cat(ks, dim=2)
+    assert len(cache) == 67 and torch.equal(all_k, expected) and torch.equal(all_v, 2 * expected)
+    assert torch.equal(cache.k, expected)
+    assert capacities == sorted(capacities) and capacities[0] >= 16 and capacities[-1] >= 67
+    assert len(set(capacities)) < len(capacities)  # not reallocated at every append
+
+
+def test_kv_cache_select_leaves_the_original_alone():
+    cache = KVCache()
+    k = torch.arange(3.0)[:, None, None, None].expand(3, 2, 4, 5)
+    cache.append(k, k)
+    picked = cache.select(torch.tensor([1, 1]))
+    picked.append(torch.full((2, 2, 1, 5), 7.0), torch.full((2, 2, 1, 5), 7.0))
+    assert len(cache) == 4 and len(picked) == 5
+    assert cache.k[:, 0, 0, 0].tolist() == [0.0, 1.0, 2.0]
+    assert picked.k[:, 0, -1, 0].tolist() == [7.0, 7.0]
+
+
+@pytest.mark.parametrize("positional", [None, ToyRotary()])
+def test_step_matches_forward_with_a_cache(positional):
+    """MultiHeadAttention.step (one position, stacked projection) = forward with a cache."""
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(16, 4).eval()
+    x = torch.randn(3, 6, 16)
+    c1, c2 = KVCache(), KVCache()
+    weights = mha.step_weights()
+    assert weights.w_in.shape == (48, 16)
+    for t in range(6):
+        want, _ = mha(x[:, t : t + 1], cache=c1, positional=positional)
+        got = mha.step(x[:, t], c2, weights=weights, positional=positional, pos=t)
+        assert_close(got, want[:, 0], **TOL)
+
+
+def test_cross_step_fills_its_static_cache_once_and_masks():
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(16, 4, kdim=10, vdim=10).eval()
+    mem = torch.randn(2, 5, 10)
+    mask = torch.tensor([[True] * 5, [True, True, False, False, False]])[:, None, None, :]
+    x = torch.randn(2, 3, 16)
+    want, _ = mha(x, mem, mask=mask)
+    cache = KVCache(static=True)
+    with pytest.raises(ValueError, match="memory="):
+        mha.step(x[:, 0], cache, mask)
+    got = [mha.step(x[:, t], cache, mask, memory=mem if t == 0 else None) for t in range(3)]
+    assert len(cache) == 5
+    assert_close(torch.stack(got, 1), want, **TOL)
+    with pytest.raises(ValueError, match="kdim == vdim"):
+        mha.step_weights()  # keys of another size cannot share one stacked matrix
+    with pytest.raises(RuntimeError, match="eval"):
+        mha.train().step(x[:, 0], cache, mask)

@@ -8,8 +8,10 @@ import pytest
 import torch
 from torch import nn
 
+from transformer.attention import KVCache
 from transformer.decoding import beam_search, greedy_decode, greedy_decode_with_cache
 from transformer.model import Transformer, TransformerConfig
+from transformer.positional import RelativePositionRepresentations
 
 BOS, EOS, PAD = 1, 2, 0
 
@@ -201,3 +203,94 @@ def test_early_unlikely_endings_do_not_stop_the_search() -> None:
         out = beam_search(model, src, 6, BOS, EOS, PAD, beam_size=2, length_penalty=alpha)
         assert out[0].tolist() == [3, 5, 7, EOS], (alpha, out)
     assert greedy_decode(model, src, 6, BOS, EOS, PAD)[0].tolist() == [3, 5, 7, EOS]
+
+
+# ------------------------------------------------------- the one-position inference step
+SCHEMES = ["none", "sinusoidal", "learned", "relative", "rope", "t5", "alibi"]
+
+
+def _distinct_norms(model: Transformer) -> Transformer:
+    """Give every LayerNorm its own scale and shift, so that mixing them up shows."""
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.LayerNorm):
+                m.weight.copy_(1 + 0.5 * torch.randn(m.weight.shape, generator=g))
+                m.bias.copy_(0.5 * torch.randn(m.bias.shape, generator=g))
+    return model
+
+
+@pytest.mark.parametrize("positional", SCHEMES)
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_step_path_gives_the_logits_of_the_general_path(positional: str, norm_first: bool) -> None:
+    """Three ways to get the next-token logits agree at every step: the inference step
+    (weights gathered once), the general layers with a cache, and no cache at all."""
+    model = _model(4, positional=positional, norm_first=norm_first, activation="gelu")
+    model = _distinct_norms(model).eval()
+    src = _src(4)  # rows 1 and 3 are padded: the cross-attention mask matters
+    with torch.no_grad():
+        lean, general, full = (model.start(src, use_cache=c) for c in (True, True, False))
+        general.step_weights = None  # force the general layers
+        assert lean.step_weights is not None  # eval mode: the step path
+        prev = torch.full((src.shape[0],), BOS)
+        for _ in range(10):
+            la, lean = model.step(prev, lean)
+            lb, general = model.step(prev, general)
+            lc, full = model.step(prev, full)
+            torch.testing.assert_close(la, lb, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(la, lc, atol=1e-5, rtol=1e-5)
+            prev = la.argmax(-1)
+
+
+def test_step_path_without_biases_and_with_final_norm() -> None:
+    model = _distinct_norms(_model(5, bias=False, norm_first=True, tie_output=True)).eval()
+    assert model.decoder.norm is not None  # pre-LN stacks end with a norm
+    src = _src(5)
+    with torch.no_grad():
+        a, b = model.start(src), model.start(src, use_cache=False)
+        assert a.step_weights is not None
+        prev = torch.full((src.shape[0],), BOS)
+        for _ in range(6):
+            la, a = model.step(prev, a)
+            lb, b = model.step(prev, b)
+            torch.testing.assert_close(la, lb, atol=1e-5, rtol=1e-5)
+            prev = la.argmax(-1)
+
+
+def test_value_vectors_take_the_general_path() -> None:
+    """Shaw et al.'s value term needs the weights themselves: no step path for it."""
+    model = _model(8, positional="relative").eval()
+    shaw = RelativePositionRepresentations(head_dim=8, values=True)
+    model.encoder.positional = model.decoder.positional = shaw
+    src = _src(8)
+    with torch.no_grad():
+        a, b = model.start(src), model.start(src, use_cache=False)
+        assert a.step_weights is None and a.caches is not None
+        prev = torch.full((src.shape[0],), BOS)
+        for _ in range(5):
+            la, a = model.step(prev, a)
+            lb, b = model.step(prev, b)
+            torch.testing.assert_close(la, lb, atol=1e-5, rtol=1e-5)
+            prev = la.argmax(-1)
+    with pytest.raises(ValueError, match="value vectors"):
+        model.decoder.layers[0].self_attn.step(torch.zeros(5, 32), KVCache(), positional=shaw)
+
+
+def test_training_mode_takes_the_general_path() -> None:
+    model = _model(6)  # training mode: dropout is active, no step weights
+    state = model.start(_src(6))
+    assert state.step_weights is None and state.caches is not None
+    with pytest.raises(RuntimeError, match="eval"):
+        model.decoder.layers[0].self_attn.step(torch.zeros(5, 32), KVCache())
+
+
+@pytest.mark.parametrize("beam_size", [2, 4])
+def test_cached_beam_search_equals_uncached(beam_size: int) -> None:
+    """Beam search reorders the caches (preallocated storage) at every step."""
+    model = _model(7)
+    src = _src(7)
+    kw = dict(beam_size=beam_size, length_penalty=0.6, return_scores=True)
+    fast, s_fast = beam_search(model, src, 14, BOS, EOS, PAD, use_cache=True, **kw)
+    slow, s_slow = beam_search(model, src, 14, BOS, EOS, PAD, use_cache=False, **kw)
+    assert torch.equal(fast, slow)
+    torch.testing.assert_close(s_fast, s_slow, atol=1e-4, rtol=1e-4)

@@ -540,3 +540,26 @@ def test_shaw_value_term_is_used_by_multi_head_attention() -> None:
     plain = RelativePositionRepresentations(D, max_distance=3)
     plain.load_state_dict(scheme.state_dict(), strict=False)
     assert not torch.allclose(mha(x, mask=mask, positional=plain)[0], out)
+
+
+@pytest.mark.parametrize("name", ["none", "sinusoidal", "learned", "rope", "t5", "alibi"])
+@pytest.mark.parametrize("start", [0, 5])
+def test_embed_range_equals_embed_of_those_positions(name: str, start: int) -> None:
+    torch.manual_seed(0)
+    scheme = make_positional(name, d_model=16, n_heads=4, max_len=32)
+    x = torch.randn(2, 7, 16)
+    positions = torch.arange(start, start + 7)
+    assert torch.equal(scheme.embed_range(x, start), scheme.embed(x, positions))
+
+
+def test_embed_range_errors_and_growth() -> None:
+    learned = make_positional("learned", d_model=8, max_len=10)
+    with pytest.raises(ValueError, match="beyond the learned table"):
+        learned.embed_range(torch.zeros(1, 4, 8), 8)
+    sin = make_positional("sinusoidal", d_model=8)
+    with pytest.raises(ValueError, match="non-negative"):
+        sin.embed_range(torch.zeros(1, 4, 8), -1)
+    with pytest.raises(ValueError, match="shape"):
+        sin.embed_range(torch.zeros(4, 8), 0)
+    far = sin.embed_range(torch.zeros(1, 2, 8), 5000)  # past the initial table: it grows
+    assert torch.equal(far[0], sinusoidal_table(5002, 8)[5000:])

@@ -44,6 +44,7 @@ __all__ = [
     "KVCache",
     "MultiHeadAttention",
     "NadarayaWatson",
+    "StepWeights",
     "additive_scores",
     "dot_product_scores",
     "masked_softmax",
@@ -400,6 +401,21 @@ def _value_term_of(positional: object | None):
     return getattr(positional, "value_term", None)
 
 
+class StepWeights(NamedTuple):
+    """One attention layer's weights arranged for :meth:`MultiHeadAttention.step`.
+
+    Attributes:
+        w_in, b_in: (3C, C) and (3C,) stacked query/key/value projection for
+            self-attention; (C, C) and (C,) query projection for cross-attention.
+        w_out, b_out: output projection (C, C), (C,).
+    """
+
+    w_in: Tensor
+    b_in: Tensor | None
+    w_out: Tensor
+    b_out: Tensor | None
+
+
 class KVCache:
     """Keys and values kept between decoding steps, so each step projects only new tokens.
 
@@ -409,8 +425,15 @@ class KVCache:
     * A static cache (``static=True``, cross-attention): the encoder memory is
       projected into keys and values on the first call and reused afterwards.
 
+    A growing cache writes into preallocated storage whose capacity doubles when it
+    fills up (as a Python list does), so appending one position copies one position,
+    not the whole history: ``torch.cat`` at every step would copy O(T) values per step
+    and O(T^2) over a sequence.
+
     Attributes:
-        k, v: cached projected keys and values, or ``None`` before the first call.
+        k, v: cached projected keys and values, or ``None`` before the first call
+            (for a growing cache, views of the filled part of the storage).
+        capacity: positions the storage holds before it must grow.
 
     Shape:
         k, v: (B, H, S, D) with S the number of cached positions.
@@ -418,43 +441,88 @@ class KVCache:
 
     def __init__(self, static: bool = False) -> None:
         self.static = static
-        self.k: Tensor | None = None
-        self.v: Tensor | None = None
+        self._k: Tensor | None = None  # (B, H, capacity, D)
+        self._v: Tensor | None = None
+        self._len = 0
+
+    @property
+    def k(self) -> Tensor | None:
+        return None if self._k is None else self._k[:, :, : self._len]
+
+    @k.setter
+    def k(self, value: Tensor | None) -> None:
+        self._k = value
+        self._len = 0 if value is None else value.shape[-2]
+
+    @property
+    def v(self) -> Tensor | None:
+        return None if self._v is None else self._v[:, :, : self._len]
+
+    @v.setter
+    def v(self, value: Tensor | None) -> None:
+        self._v = value
+
+    @property
+    def capacity(self) -> int:
+        return 0 if self._k is None else self._k.shape[-2]
 
     def __len__(self) -> int:
-        return 0 if self.k is None else self.k.shape[-2]
+        return self._len
 
     def __repr__(self) -> str:
         kind = "static" if self.static else "growing"
-        shape = None if self.k is None else tuple(self.k.shape)
+        k = self.k
+        shape = None if k is None else tuple(k.shape)
         return f"KVCache({kind}, k={shape})"
 
     @property
     def is_empty(self) -> bool:
-        return self.k is None
+        return self._k is None
 
     def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Add new keys/values (B, H, S_new, D) and return all of them (B, H, S, D)."""
-        if self.k is None or self.v is None:
-            self.k, self.v = k, v
-        else:
-            if k.shape[:2] != self.k.shape[:2] or k.shape[-1] != self.k.shape[-1]:
-                raise ValueError(
-                    f"new keys {tuple(k.shape)} do not match the cached {tuple(self.k.shape)} "
-                    "in batch, heads or head size"
-                )
-            self.k = torch.cat([self.k, k], dim=-2)  # (B, H, S, D)
-            self.v = torch.cat([self.v, v], dim=-2)  # (B, H, S, D)
-        return self.k, self.v
+        n = k.shape[2]
+        if self._k is None or self._v is None:
+            self._k = k.new_empty(k.shape[0], k.shape[1], max(16, 2 * n), k.shape[3])
+            self._v = v.new_empty(v.shape[0], v.shape[1], max(16, 2 * n), v.shape[3])
+        elif k.shape[:2] != self._k.shape[:2] or k.shape[3] != self._k.shape[3]:
+            raise ValueError(
+                f"new keys {tuple(k.shape)} do not match the cached {tuple(self._k.shape)} "
+                "in batch, heads or head size"
+            )
+        start, end = self._len, self._len + n
+        if end > self._k.shape[2]:  # full: move to storage twice as large
+            self._k = self._grown(self._k, end)
+            self._v = self._grown(self._v, end)
+        self._k.narrow(2, start, n).copy_(k)
+        self._v.narrow(2, start, n).copy_(v)
+        self._len = end
+        return self._k.narrow(2, 0, end), self._v.narrow(2, 0, end)  # (B, H, S, D)
+
+    def _grown(self, storage: Tensor, needed: int) -> Tensor:
+        B, H, capacity, D = storage.shape
+        grown = storage.new_empty(B, H, max(needed, 2 * capacity), D)
+        grown.narrow(2, 0, self._len).copy_(storage.narrow(2, 0, self._len))
+        return grown
 
     def reorder(self, index: Tensor) -> None:
         """Keep batch rows ``index`` (B',) long: beam search reorders its hypotheses."""
-        if self.k is not None and self.v is not None:
-            self.k = self.k.index_select(0, index)  # (B', H, S, D)
-            self.v = self.v.index_select(0, index)  # (B', H, S, D)
+        if self._k is not None and self._v is not None:
+            self._k = self._k.index_select(0, index)  # (B', H, capacity, D)
+            self._v = self._v.index_select(0, index)
+
+    def select(self, index: Tensor) -> KVCache:
+        """A new cache holding rows ``index`` (B',) of this one, which is left untouched."""
+        new = KVCache(static=self.static)
+        if self._k is not None and self._v is not None:
+            new._k = self._k.index_select(0, index)  # (B', H, capacity, D)
+            new._v = self._v.index_select(0, index)
+            new._len = self._len
+        return new
 
     def reset(self) -> None:
-        self.k = self.v = None
+        self._k = self._v = None
+        self._len = 0
 
 
 class MultiHeadAttention(nn.Module):
@@ -698,6 +766,99 @@ class MultiHeadAttention(nn.Module):
                 weights = weights.mean(dim=1)  # (B, T, S)
         out = out.transpose(1, 2).reshape(B, T, self.d_model)  # (B, T, C)
         return self.out_proj(out), weights
+
+    def step_weights(self, cross: bool = False) -> StepWeights:
+        """This layer's weights arranged for :meth:`step`, gathered once per decode.
+
+        For self-attention the query, key and value matrices are stacked into one
+        (3C, C) matrix, so a step projects the new position with one product instead
+        of three. The stacked matrix is a copy: gather again after changing weights.
+        """
+        if cross:
+            w_in, b_in = self.q_proj.weight, self.q_proj.bias  # keys/values are cached
+        else:
+            if self.kdim != self.d_model or self.vdim != self.d_model:
+                raise ValueError("self-attention steps need kdim == vdim == d_model")
+            lins = (self.q_proj, self.k_proj, self.v_proj)
+            with torch.no_grad():
+                w_in = torch.cat([lin.weight for lin in lins])  # (3C, C)
+                b_in = None
+                if self.q_proj.bias is not None:
+                    b_in = torch.cat([lin.bias for lin in lins])  # (3C,)
+        return StepWeights(w_in, b_in, self.out_proj.weight, self.out_proj.bias)
+
+    def fill_cache(self, cache: KVCache, memory: Tensor) -> None:
+        """Project the encoder memory (B, S, kdim) into a static cache's keys and values."""
+        cache.k = self._split_heads(self.k_proj(memory))  # (B, H, S, D)
+        cache.v = self._split_heads(self.v_proj(memory))  # (B, H, S, D)
+
+    def step(
+        self,
+        x: Tensor,
+        cache: KVCache,
+        mask: Tensor | None = None,
+        *,
+        weights: StepWeights | None = None,
+        memory: Tensor | None = None,
+        positional: PositionalHooks | None = None,
+        pos: int = 0,
+    ) -> Tensor:
+        """Attention for one new position per row: the inner loop of cached decoding.
+
+        Computes what :meth:`forward` computes for a single query with a cache, in
+        fewer operations. At batch 1 a decoding step is a few dozen tiny operations,
+        each of which costs microseconds of bookkeeping whatever its size, so the step
+        uses weights gathered once per decode (:meth:`step_weights`: one stacked
+        projection for queries, keys and values) and skips the general method's
+        checks, reshapes and branches. Inference only: no dropout, no weights returned.
+
+        Args:
+            x: the new position, (B, C).
+            cache: a growing cache (self-attention) or a static one (cross-attention;
+                filled from ``memory`` on the first call if empty).
+            mask: bool, True = may attend, broadcastable to (B, H, 1, S).
+            weights: from :meth:`step_weights` (gathered here when omitted).
+            memory: (B, S, kdim), only needed to fill an empty static cache.
+            positional: a scheme with ``rotate``/``score_bias`` hooks (self-attention).
+            pos: position of the new token (the number of positions cached before it).
+
+        Returns:
+            (B, C).
+        """
+        if self.training:
+            raise RuntimeError("MultiHeadAttention.step is for inference; call .eval() first")
+        B, C = x.shape
+        H, D = self.n_heads, self.head_dim
+        bias = None
+        if cache.static:
+            if weights is None:
+                weights = self.step_weights(cross=True)
+            if cache.is_empty:
+                if memory is None:
+                    raise ValueError("the first cross-attention step needs memory=")
+                self.fill_cache(cache, memory)
+            q = F.linear(x, weights.w_in, weights.b_in).view(B, H, 1, D)  # (B, H, 1, D)
+            k, v = cache.k, cache.v  # (B, H, S, D)
+            assert k is not None and v is not None
+        else:
+            if _value_term_of(positional) is not None:
+                raise ValueError("schemes with value vectors need forward(), not step()")
+            if weights is None:
+                weights = self.step_weights()
+            qkv = F.linear(x, weights.w_in, weights.b_in).view(B, 3, H, 1, D)
+            q, k, v = qkv.unbind(1)  # each (B, H, 1, D)
+            if positional is not None:
+                q_pos = torch.tensor([pos], device=x.device)  # (1,)
+                q, k = positional.rotate(q, k, q_pos, q_pos)
+                k, v = cache.append(k, v)  # (B, H, S, D)
+                k_pos = torch.arange(k.shape[2], device=x.device)  # (S,)
+                bias = positional.score_bias(q, q_pos, k_pos)  # broadcastable to (B, H, 1, S)
+            else:
+                k, v = cache.append(k, v)  # (B, H, S, D)
+        if mask is not None and mask.dim() == 3:
+            mask = mask.unsqueeze(1)  # (B, 1, 1, S)
+        out = self._fused(q, k, v, mask, bias, 0.0)  # (B, H, 1, D)
+        return F.linear(out.view(B, C), weights.w_out, weights.b_out)  # (B, C)
 
     @staticmethod
     def _fused(

@@ -20,14 +20,22 @@ Masks are boolean with ``True`` = may attend, broadcastable to (B, H, T, S).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from transformer.attention import KVCache, MultiHeadAttention
+from transformer.attention import KVCache, MultiHeadAttention, StepWeights
 
-__all__ = ["ACTIVATIONS", "DecoderLayer", "EncoderLayer", "FastDropout", "PositionwiseFeedForward"]
+__all__ = [
+    "ACTIVATIONS",
+    "DecoderLayer",
+    "DecoderLayerStepWeights",
+    "EncoderLayer",
+    "FastDropout",
+    "PositionwiseFeedForward",
+]
 
 #: Activations the feed-forward network accepts by name.
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {"relu": F.relu, "gelu": F.gelu}
@@ -259,6 +267,22 @@ class EncoderLayer(nn.Module):
         return x
 
 
+class DecoderLayerStepWeights(NamedTuple):
+    """A decoder layer's weights arranged for :meth:`DecoderLayer.step`.
+
+    Attributes:
+        self_attn, cross_attn: see :class:`~transformer.attention.StepWeights`.
+        ffn: ``(w1, b1, w2, b2, activation)`` of the feed-forward network.
+        norms: ``(shape, weight, bias, eps)`` of norm1..norm3, the arguments of
+            ``F.layer_norm`` after the input.
+    """
+
+    self_attn: StepWeights
+    cross_attn: StepWeights
+    ffn: tuple[Tensor, Tensor | None, Tensor, Tensor | None, Callable[[Tensor], Tensor]]
+    norms: tuple[tuple[tuple[int], Tensor, Tensor, float], ...]
+
+
 class DecoderLayer(nn.Module):
     """One decoder layer: masked self-attention, cross-attention, feed-forward.
 
@@ -397,3 +421,61 @@ class DecoderLayer(nn.Module):
         if need_weights:
             return x, (ws, wc)
         return x
+
+    def step_weights(self) -> DecoderLayerStepWeights:
+        """The layer's weights arranged for :meth:`step`, gathered once per decode."""
+        norms = tuple(
+            ((self.d_model,), n.weight, n.bias, n.eps) for n in (self.norm1, self.norm2, self.norm3)
+        )
+        f = self.ffn
+        return DecoderLayerStepWeights(
+            self.self_attn.step_weights(),
+            self.multihead_attn.step_weights(cross=True),
+            (f.linear1.weight, f.linear1.bias, f.linear2.weight, f.linear2.bias, f.activation),
+            norms,  # type: ignore[arg-type]
+        )
+
+    def step(
+        self,
+        x: Tensor,
+        cache: tuple[KVCache, KVCache],
+        memory_mask: Tensor | None = None,
+        *,
+        weights: DecoderLayerStepWeights | None = None,
+        memory: Tensor | None = None,
+        positional: nn.Module | None = None,
+        pos: int = 0,
+    ) -> Tensor:
+        """One new position per row through the layer: cached decoding's inner loop.
+
+        The same numbers as :meth:`forward` on that position with ``cache``, in fewer
+        operations (see :meth:`MultiHeadAttention.step`). Inference only.
+
+        Args:
+            x: the new position (B, C).
+            cache: ``(self_cache, cross_cache)``; an empty cross cache is filled from
+                ``memory``.
+            memory_mask: bool (B, 1, 1, S), True at real source tokens.
+            weights: from :meth:`step_weights` (gathered here when omitted).
+            positional, pos: the self-attention's positional hooks and the position.
+
+        Shape:
+            x: (B, C) -> (B, C)
+        """
+        w = self.step_weights() if weights is None else weights
+        self_cache, cross_cache = cache
+        sa, ca = self.self_attn, self.multihead_attn
+        n1, n2, n3 = w.norms
+        w1, b1, w2, b2, act = w.ffn
+        ws, wc = w.self_attn, w.cross_attn
+        if self.norm_first:
+            h = F.layer_norm(x, *n1)
+            x = x + sa.step(h, self_cache, weights=ws, positional=positional, pos=pos)
+            h = F.layer_norm(x, *n2)
+            x = x + ca.step(h, cross_cache, memory_mask, weights=wc, memory=memory)
+            return x + F.linear(act(F.linear(F.layer_norm(x, *n3), w1, b1)), w2, b2)
+        h = sa.step(x, self_cache, weights=ws, positional=positional, pos=pos)
+        x = F.layer_norm(x + h, *n1)
+        h = ca.step(x, cross_cache, memory_mask, weights=wc, memory=memory)
+        x = F.layer_norm(x + h, *n2)
+        return F.layer_norm(x + F.linear(act(F.linear(x, w1, b1)), w2, b2), *n3)

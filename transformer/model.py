@@ -26,13 +26,20 @@ import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from transformer.attention import KVCache
-from transformer.layers import ACTIVATIONS, DecoderLayer, EncoderLayer, FastDropout
+from transformer.layers import (
+    ACTIVATIONS,
+    DecoderLayer,
+    DecoderLayerStepWeights,
+    EncoderLayer,
+    FastDropout,
+)
 from transformer.masks import causal_mask, decoder_self_mask, padding_mask
 from transformer.positional import PositionalScheme, make_positional
 
@@ -269,9 +276,8 @@ class Encoder(nn.Module):
         self, src: Tensor, src_mask: Tensor | None, *, need_weights: bool = False
     ) -> Tensor | tuple[Tensor, list[Tensor]]:
         """Encode ``src`` (B, S); ``src_mask`` (B, 1, 1, S) is True at real tokens."""
-        positions = torch.arange(src.shape[1], device=src.device)  # (S,)
         x = self.embedding(src)  # (B, S, C)
-        x = self.dropout(self.positional.embed(x, positions))
+        x = self.dropout(self.positional.embed_range(x, 0))  # positions 0 .. S-1
         weights: list[Tensor] = []
         for layer in self.layers:
             if need_weights:
@@ -345,7 +351,7 @@ class Decoder(nn.Module):
         """Decode ``tgt`` (B, T) against ``memory`` (B, S, C); returns logits (B, T, V)."""
         positions = torch.arange(start_pos, start_pos + tgt.shape[1], device=tgt.device)  # (T,)
         x = self.embedding(tgt)  # (B, T, C)
-        x = self.dropout(self.positional.embed(x, positions))
+        x = self.dropout(self.positional.embed_range(x, start_pos))
         weights: list[tuple[Tensor, Tensor]] = []
         for i, layer in enumerate(self.layers):
             out = layer(
@@ -368,6 +374,59 @@ class Decoder(nn.Module):
         logits = self.output(x)  # (B, T, V)
         return (logits, weights) if need_weights else logits
 
+    def step_weights(self) -> DecoderStepWeights:
+        """Every weight :meth:`step` needs, gathered once per decode."""
+        norm = None
+        if self.norm is not None:
+            n = self.norm
+            norm = ((n.normalized_shape[0],), n.weight, n.bias, n.eps)
+        return DecoderStepWeights(
+            [layer.step_weights() for layer in self.layers],
+            self.embedding.weight,
+            self.embedding.scale,
+            norm,  # type: ignore[arg-type]
+            self.output.weight,
+            self.output.bias,
+        )
+
+    def step(
+        self,
+        prev_tokens: Tensor,
+        caches: list[tuple[KVCache, KVCache]],
+        memory_mask: Tensor | None,
+        pos: int,
+        *,
+        weights: DecoderStepWeights | None = None,
+        memory: Tensor | None = None,
+    ) -> Tensor:
+        """Logits (B, V) after feeding ``prev_tokens`` (B,) at position ``pos``, with caches.
+
+        The same numbers as :meth:`forward` on the whole prefix, for one new position:
+        each layer attends over its cached keys and values. Inference only.
+        """
+        w = self.step_weights() if weights is None else weights
+        x = F.embedding(prev_tokens, w.embedding) * w.scale  # (B, C), as TokenEmbedding
+        x = self.positional.embed_range(x[:, None], pos)[:, 0]  # (B, C)
+        hooks = self.positional if self._use_hooks else None
+        for layer, lw, cache in zip(self.layers, w.layers, caches):
+            x = layer.step(
+                x, cache, memory_mask, weights=lw, memory=memory, positional=hooks, pos=pos
+            )  # (B, C)
+        if w.norm is not None:
+            x = F.layer_norm(x, *w.norm)
+        return F.linear(x, w.output, w.output_bias)  # (B, V)
+
+
+class DecoderStepWeights(NamedTuple):
+    """The decoder's weights arranged for :meth:`Decoder.step` (see ``step_weights``)."""
+
+    layers: list[DecoderLayerStepWeights]
+    embedding: Tensor
+    scale: float
+    norm: tuple[tuple[int], Tensor, Tensor, float] | None
+    output: Tensor
+    output_bias: Tensor | None
+
 
 @dataclass
 class DecoderState:
@@ -380,12 +439,15 @@ class DecoderState:
             decoding without a cache.
         tokens: every decoder input so far (B, t); without a cache the whole prefix
             is run through the decoder again at every step.
+        step_weights: the decoder's weights gathered for one-position steps (cached
+            inference), or ``None`` to run the general layers.
     """
 
     memory: Tensor
     memory_mask: Tensor | None
     caches: list[tuple[KVCache, KVCache]] | None
     tokens: Tensor = field(default_factory=lambda: torch.empty(0, 0, dtype=torch.long))
+    step_weights: DecoderStepWeights | None = None
 
     @property
     def length(self) -> int:
@@ -498,11 +560,17 @@ class Transformer(nn.Module):
                 every step re-runs the whole prefix (same result, O(T) times more work).
         """
         memory, mask = self.encode(src)
-        caches = None
+        caches, weights = None, None
         if use_cache:
             caches = [(KVCache(), KVCache(static=True)) for _ in self.decoder.layers]
+            for layer, (_, cross) in zip(self.decoder.layers, caches):
+                layer.multihead_attn.fill_cache(cross, memory)  # project the memory once
+            # Shaw et al.'s value vectors need the general attention path at every step.
+            values = getattr(self.decoder.positional, "values", None)
+            if not self.training and values is None:
+                weights = self.decoder.step_weights()
         tokens = torch.empty(src.shape[0], 0, dtype=torch.long, device=src.device)
-        return DecoderState(memory, mask, caches, tokens)
+        return DecoderState(memory, mask, caches, tokens, weights)
 
     def step(self, prev_tokens: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
         """Feed one token per row and return the logits of the next one.
@@ -524,7 +592,12 @@ class Transformer(nn.Module):
         pos = state.length
         self._check_length(pos + 1, "the generated sequence")
         tokens = torch.cat([state.tokens, prev_tokens[:, None]], dim=1)  # (B, t+1)
-        if state.caches is not None:
+        if state.caches is not None and state.step_weights is not None and not self.training:
+            # Inference: the one-position path through every layer (same numbers).
+            logits = self.decoder.step(
+                prev_tokens, state.caches, state.memory_mask, pos, weights=state.step_weights
+            )[:, None]  # (B, 1, V)
+        elif state.caches is not None:
             # One new query that may see every cached key: no mask needed.
             logits = self.decoder(
                 prev_tokens[:, None],
@@ -539,7 +612,9 @@ class Transformer(nn.Module):
             # see which fed tokens were padding either, and both must agree.
             mask = causal_mask(tokens.shape[1], device=tokens.device)  # (t+1, t+1)
             logits = self.decoder(tokens, state.memory, mask, state.memory_mask)  # (B, t+1, V)
-        new_state = DecoderState(state.memory, state.memory_mask, state.caches, tokens)
+        new_state = DecoderState(
+            state.memory, state.memory_mask, state.caches, tokens, state.step_weights
+        )
         return logits[:, -1], new_state
 
     def reorder_state(self, state: DecoderState, index: Tensor) -> DecoderState:
@@ -551,14 +626,13 @@ class Transformer(nn.Module):
         """
         caches = None
         if state.caches is not None:
-            caches = [
-                (_reorder_cache(sc, index), _reorder_cache(cc, index)) for sc, cc in state.caches
-            ]
+            caches = [(sc.select(index), cc.select(index)) for sc, cc in state.caches]
         return DecoderState(
             state.memory.index_select(0, index),
             None if state.memory_mask is None else state.memory_mask.index_select(0, index),
             caches,
             state.tokens.index_select(0, index),
+            state.step_weights,  # the weights do not depend on the batch
         )
 
     @torch.no_grad()
@@ -607,15 +681,6 @@ class Transformer(nn.Module):
             seen.add(id(p))
             total += p.numel()
         return total
-
-
-def _reorder_cache(cache: KVCache, index: Tensor) -> KVCache:
-    """A new cache holding rows ``index`` of ``cache`` (the original is left untouched)."""
-    new = KVCache(static=cache.static)
-    if cache.k is not None and cache.v is not None:
-        new.k = cache.k.index_select(0, index)  # (B', H, S, D)
-        new.v = cache.v.index_select(0, index)  # (B', H, S, D)
-    return new
 
 
 def _has_attention_hooks(positional: PositionalScheme) -> bool:

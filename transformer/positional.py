@@ -148,6 +148,17 @@ class PositionalScheme(nn.Module):
         """Add absolute position information to embeddings ``x`` (B, T, C). Default: none."""
         return x
 
+    def embed_range(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """:meth:`embed` for the positions ``start, ..., start + T - 1``, the usual case.
+
+        Models always number a sequence consecutively (from 0, or from the length of the
+        cache when decoding), so a scheme can slice its table instead of indexing it.
+        """
+        if type(self).embed is PositionalScheme.embed:  # the scheme adds nothing
+            return x
+        positions = torch.arange(start, start + x.shape[1], device=x.device)  # (T,)
+        return self.embed(x, positions)
+
     def rotate(
         self,
         q: torch.Tensor,
@@ -295,6 +306,18 @@ class SinusoidalPositionalEncoding(PositionalScheme):
         positions = _check_positions(positions, x.shape[1], "positions")
         return x + self.encodings(positions).to(x.dtype)  # (B, T, C)
 
+    def embed_range(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
+        if x.dim() != 3 or x.shape[-1] != self.d_model:
+            raise ValueError(
+                f"embeddings must have shape (B, T, {self.d_model}), got {tuple(x.shape)}"
+            )
+        if start < 0:
+            raise ValueError(f"positions must be non-negative, got start {start}")
+        end = start + x.shape[1]
+        if end > self.table.shape[0]:
+            self._grow(end)
+        return x + self.table[start:end].to(x.dtype)  # (B, T, C)
+
     def extra_repr(self) -> str:
         return f"d_model={self.d_model}, base={self.base:g}"
 
@@ -341,6 +364,12 @@ class LearnedPositionalEmbedding(PositionalScheme):
                     "or a scheme that extrapolates (sinusoidal, relative, rope, t5, alibi)."
                 )
         return x + self.weight[positions.to(self.weight.device)].to(x.dtype)  # (B, T, C)
+
+    def embed_range(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
+        end = start + x.shape[1]
+        if x.dim() != 3 or start < 0 or end > self.max_len:
+            return self.embed(x, torch.arange(start, end, device=x.device))  # clear errors
+        return x + self.weight[start:end].to(x.dtype)  # (B, T, C)
 
     def extra_repr(self) -> str:
         return f"max_len={self.max_len}, d_model={self.d_model}"
