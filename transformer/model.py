@@ -558,6 +558,10 @@ class Transformer(nn.Module):
             use_cache: keep a key/value cache per decoder layer, so each
                 :meth:`step` runs the decoder on the new token only. Without it
                 every step re-runs the whole prefix (same result, O(T) times more work).
+                The cross-attention keys and values of the memory are projected here,
+                once; in eval mode the decoder's weights are also gathered once
+                (:meth:`Decoder.step_weights`) so that every :meth:`step` runs the
+                one-position inference path.
         """
         memory, mask = self.encode(src)
         caches, weights = None, None
@@ -596,7 +600,7 @@ class Transformer(nn.Module):
             # Inference: the one-position path through every layer (same numbers).
             logits = self.decoder.step(
                 prev_tokens, state.caches, state.memory_mask, pos, weights=state.step_weights
-            )[:, None]  # (B, 1, V)
+            )  # (B, V)
         elif state.caches is not None:
             # One new query that may see every cached key: no mask needed.
             logits = self.decoder(
@@ -612,10 +616,12 @@ class Transformer(nn.Module):
             # see which fed tokens were padding either, and both must agree.
             mask = causal_mask(tokens.shape[1], device=tokens.device)  # (t+1, t+1)
             logits = self.decoder(tokens, state.memory, mask, state.memory_mask)  # (B, t+1, V)
+        if logits.dim() == 3:
+            logits = logits[:, -1]  # (B, V): the prediction after the last fed token
         new_state = DecoderState(
             state.memory, state.memory_mask, state.caches, tokens, state.step_weights
         )
-        return logits[:, -1], new_state
+        return logits, new_state
 
     def reorder_state(self, state: DecoderState, index: Tensor) -> DecoderState:
         """Select (and repeat) rows of a state: beam search keeps the best beams.
