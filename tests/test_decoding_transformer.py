@@ -40,6 +40,19 @@ def _src(seed: int = 0) -> torch.Tensor:
     return src
 
 
+def _assert_steps_agree(model: Transformer, states: list, n_steps: int) -> list:
+    """Feed every state the same tokens (the first state's greedy choices) and check
+    that all of them give the same logits at every step; returns the final states."""
+    prev = torch.full((states[0].memory.shape[0],), BOS)
+    for _ in range(n_steps):
+        outs = [model.step(prev, s) for s in states]
+        states = [s for _, s in outs]
+        for logits, _ in outs[1:]:
+            torch.testing.assert_close(logits, outs[0][0], atol=1e-5, rtol=1e-5)
+        prev = outs[0][0].argmax(-1)
+    return states
+
+
 @pytest.mark.parametrize("positional", ["sinusoidal", "rope", "alibi"])
 @pytest.mark.parametrize("norm_first", [False, True])
 def test_cached_greedy_equals_uncached(positional: str, norm_first: bool) -> None:
@@ -58,12 +71,7 @@ def test_cached_step_logits_equal_uncached() -> None:
     with torch.no_grad():
         a, b = model.start(src, use_cache=True), model.start(src, use_cache=False)
         assert a.caches is not None and b.caches is None
-        prev = torch.full((src.shape[0],), BOS)
-        for _ in range(12):
-            la, a = model.step(prev, a)
-            lb, b = model.step(prev, b)
-            torch.testing.assert_close(la, lb, atol=1e-5, rtol=1e-5)
-            prev = la.argmax(-1)
+        a, b = _assert_steps_agree(model, [a, b], 12)
         assert len(a.caches[0][0]) == 12  # one cached key per fed token
         assert len(a.caches[0][1]) == src.shape[1]  # cross-attention: the source, once
 
@@ -232,14 +240,7 @@ def test_step_path_gives_the_logits_of_the_general_path(positional: str, norm_fi
         lean, general, full = (model.start(src, use_cache=c) for c in (True, True, False))
         general.step_weights = None  # force the general layers
         assert lean.step_weights is not None  # eval mode: the step path
-        prev = torch.full((src.shape[0],), BOS)
-        for _ in range(10):
-            la, lean = model.step(prev, lean)
-            lb, general = model.step(prev, general)
-            lc, full = model.step(prev, full)
-            torch.testing.assert_close(la, lb, atol=1e-5, rtol=1e-5)
-            torch.testing.assert_close(la, lc, atol=1e-5, rtol=1e-5)
-            prev = la.argmax(-1)
+        _assert_steps_agree(model, [lean, general, full], 10)
 
 
 def test_step_path_without_biases_and_with_final_norm() -> None:
@@ -249,12 +250,7 @@ def test_step_path_without_biases_and_with_final_norm() -> None:
     with torch.no_grad():
         a, b = model.start(src), model.start(src, use_cache=False)
         assert a.step_weights is not None
-        prev = torch.full((src.shape[0],), BOS)
-        for _ in range(6):
-            la, a = model.step(prev, a)
-            lb, b = model.step(prev, b)
-            torch.testing.assert_close(la, lb, atol=1e-5, rtol=1e-5)
-            prev = la.argmax(-1)
+        _assert_steps_agree(model, [a, b], 6)
 
 
 def test_value_vectors_take_the_general_path() -> None:
@@ -266,12 +262,7 @@ def test_value_vectors_take_the_general_path() -> None:
     with torch.no_grad():
         a, b = model.start(src), model.start(src, use_cache=False)
         assert a.step_weights is None and a.caches is not None
-        prev = torch.full((src.shape[0],), BOS)
-        for _ in range(5):
-            la, a = model.step(prev, a)
-            lb, b = model.step(prev, b)
-            torch.testing.assert_close(la, lb, atol=1e-5, rtol=1e-5)
-            prev = la.argmax(-1)
+        _assert_steps_agree(model, [a, b], 5)
     with pytest.raises(ValueError, match="value vectors"):
         model.decoder.layers[0].self_attn.step(torch.zeros(5, 32), KVCache(), positional=shaw)
 
