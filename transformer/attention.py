@@ -506,10 +506,9 @@ class KVCache:
         return grown
 
     def reorder(self, index: Tensor) -> None:
-        """Keep batch rows ``index`` (B',) long: beam search reorders its hypotheses."""
-        if self._k is not None and self._v is not None:
-            self._k = self._k.index_select(0, index)  # (B', H, capacity, D)
-            self._v = self._v.index_select(0, index)
+        """Keep batch rows ``index`` (B',) long, in place (see :meth:`select`)."""
+        picked = self.select(index)
+        self._k, self._v = picked._k, picked._v
 
     def select(self, index: Tensor) -> KVCache:
         """A new cache holding rows ``index`` (B',) of this one, which is left untouched."""
