@@ -156,7 +156,8 @@ class PositionalScheme(nn.Module):
         """
         if type(self).embed is PositionalScheme.embed:  # the scheme adds nothing
             return x
-        positions = torch.arange(start, start + x.shape[1], device=x.device)  # (T,)
+        length = x.shape[1] if x.dim() >= 2 else 0  # embed() rejects a wrong shape
+        positions = torch.arange(start, start + length, device=x.device)  # (T,)
         return self.embed(x, positions)
 
     def rotate(
@@ -307,12 +308,8 @@ class SinusoidalPositionalEncoding(PositionalScheme):
         return x + self.encodings(positions).to(x.dtype)  # (B, T, C)
 
     def embed_range(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
-        if x.dim() != 3 or x.shape[-1] != self.d_model:
-            raise ValueError(
-                f"embeddings must have shape (B, T, {self.d_model}), got {tuple(x.shape)}"
-            )
-        if start < 0:
-            raise ValueError(f"positions must be non-negative, got start {start}")
+        if x.dim() != 3 or x.shape[-1] != self.d_model or start < 0:
+            return super().embed_range(x, start)  # embed() explains what is wrong
         end = start + x.shape[1]
         if end > self.table.shape[0]:
             self._grow(end)
@@ -366,10 +363,10 @@ class LearnedPositionalEmbedding(PositionalScheme):
         return x + self.weight[positions.to(self.weight.device)].to(x.dtype)  # (B, T, C)
 
     def embed_range(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
-        end = start + x.shape[1]
-        if x.dim() != 3 or start < 0 or end > self.max_len:
-            return self.embed(x, torch.arange(start, end, device=x.device))  # clear errors
-        return x + self.weight[start:end].to(x.dtype)  # (B, T, C)
+        bad_shape = x.dim() != 3 or x.shape[-1] != self.d_model
+        if bad_shape or start < 0 or start + x.shape[1] > self.max_len:
+            return super().embed_range(x, start)  # embed() explains what is wrong
+        return x + self.weight[start : start + x.shape[1]].to(x.dtype)  # (B, T, C)
 
     def extra_repr(self) -> str:
         return f"max_len={self.max_len}, d_model={self.d_model}"
