@@ -8,13 +8,21 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 NB ?= $(NOTEBOOKS)
 SUBMISSIONS ?= submissions
 JOBS ?= 2
+# Threads per test worker and per notebook kernel; `make test THREADS=2` reruns with two.
+THREADS ?= 1
+# The book's base seed (transformer.utils.book_seed); every notebook seeds from it.
+BOOK_SEED ?= 0
+export BOOK_SEED
+ROBUST_SEEDS ?= 1 2
+THREAD_ENV := OMP_NUM_THREADS=$(THREADS) MKL_NUM_THREADS=$(THREADS)
 NBVAL_FLAGS := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
 
-.PHONY: help install book book-strict test unit lint nbval browser lab execute assignments grade bench clean
+.PHONY: help install book book-strict test unit lint nbval robust browser lab execute assignments grade bench clean
 
 help:
 	@echo "make book         build the HTML book into _build/html (installs into $(VENV) first)"
 	@echo "make test         lint, unit tests, nbval over every notebook, strict book build, browser test"
+	@echo "make robust       run every notebook under BOOK_SEED=1 and 2; every in-cell assertion must hold"
 	@echo "make lab          open the notebooks in JupyterLab"
 	@echo "make execute      re-run notebooks in place to refresh their outputs (NB=path for one)"
 	@echo "make assignments  write student notebooks and autograders into _build/assignments"
@@ -46,17 +54,29 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 
 unit: $(STAMP)
-	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(VENV)/bin/pytest -q -n $(JOBS) --dist loadscope -m "not browser" tests
+	$(THREAD_ENV) $(VENV)/bin/pytest -q -n $(JOBS) --dist loadscope -m "not browser" tests
 
 # Two notebooks run side by side on two cores, so each kernel gets one thread:
 # two multi-threaded PyTorch processes on two cores slow each other down many times over.
 nbval: $(STAMP)
-	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(VENV)/bin/pytest -q -n $(JOBS) --dist loadscope $(NBVAL_FLAGS) $(NB)
+	$(THREAD_ENV) $(VENV)/bin/pytest -q -n $(JOBS) --dist loadscope $(NBVAL_FLAGS) $(NB)
+
+# Outputs are not compared (another seed gives other numbers), but every cell runs and
+# every assertion that backs a conclusion must hold under each seed.
+robust: $(STAMP)
+	@start=$$(date +%s); \
+	for seed in $(ROBUST_SEEDS); do \
+	  echo "== BOOK_SEED=$$seed, $(THREADS) thread(s) per worker"; \
+	  BOOK_SEED=$$seed $(THREAD_ENV) $(VENV)/bin/pytest -q -n $(JOBS) --dist loadscope \
+	    --nbval-lax --nbval-current-env -p no:cacheprovider $(NB) || exit 1; \
+	done; \
+	echo "make robust: all green in $$(( $$(date +%s) - start )) s"
 
 browser: $(STAMP)
 	$(VENV)/bin/pytest -q -m browser -rs tests/browser
 
 test: $(STAMP)
+	@echo "make test: BOOK_SEED=$(BOOK_SEED), $(THREADS) thread(s) per worker, $(JOBS) workers"
 	@start=$$(date +%s); \
 	$(MAKE) --no-print-directory lint && \
 	$(MAKE) --no-print-directory unit && \
@@ -71,7 +91,7 @@ lab: $(STAMP)
 execute: $(STAMP)
 	@for nb in $(NB); do \
 	  start=$$(date +%s); \
-	  $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
+	  $(THREAD_ENV) $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
 	    --ExecutePreprocessor.timeout=900 --ExecutePreprocessor.kernel_name=python3 $$nb || exit 1; \
 	  echo "$$nb executed in $$(( $$(date +%s) - start )) s"; \
 	done

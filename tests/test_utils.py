@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from transformer.utils import count_parameters, get_device, seed_everything, timer
+from transformer.utils import book_seed, count_parameters, get_device, seed_everything, timer
 
 
 def test_get_device_returns_an_available_device():
@@ -67,3 +67,16 @@ def test_count_parameters_and_timer():
     with timer() as t:
         sum(range(1000))
     assert t["seconds"] >= 0.0
+
+
+def test_book_seed_reads_the_environment(monkeypatch):
+    monkeypatch.delenv("BOOK_SEED", raising=False)
+    assert book_seed() == 0
+    monkeypatch.setenv("BOOK_SEED", "")
+    assert book_seed() == 0
+    monkeypatch.setenv("BOOK_SEED", " 7 ")
+    assert book_seed() == 7
+    for bad in ("-1", "one", "1.5"):
+        monkeypatch.setenv("BOOK_SEED", bad)
+        with pytest.raises(ValueError, match="BOOK_SEED must be a non-negative integer"):
+            book_seed()

@@ -53,6 +53,28 @@ def _mps_available() -> bool:
     return bool(backend is not None and backend.is_available())
 
 
+def book_seed() -> int:
+    """The book's base seed: ``BOOK_SEED`` from the environment, 0 when unset.
+
+    Every notebook derives its seeds from this one number, so a rerun under
+    another seed (``BOOK_SEED=1 make execute``) changes one variable and
+    nothing else. A conclusion the book draws must hold whatever it is.
+
+    Raises:
+        ValueError: ``BOOK_SEED`` is set but is not a non-negative integer.
+    """
+    raw = os.environ.get("BOOK_SEED", "").strip()
+    if not raw:
+        return 0
+    try:
+        seed = int(raw)
+    except ValueError:
+        raise ValueError(f"BOOK_SEED must be a non-negative integer, got {raw!r}") from None
+    if seed < 0:
+        raise ValueError(f"BOOK_SEED must be a non-negative integer, got {raw!r}")
+    return seed
+
+
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, NumPy and PyTorch (all devices) so a run can be repeated.
 
