@@ -17,7 +17,7 @@ ROBUST_SEEDS ?= 1 2
 THREAD_ENV := OMP_NUM_THREADS=$(THREADS) MKL_NUM_THREADS=$(THREADS)
 NBVAL_FLAGS := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
 
-.PHONY: help install book book-strict test unit lint nbval robust browser lab execute assignments grade bench clean
+.PHONY: help install book book-strict test unit lint nbval robust experiments browser lab execute assignments grade bench clean
 
 help:
 	@echo "make book         build the HTML book into _build/html (installs into $(VENV) first)"
@@ -28,6 +28,7 @@ help:
 	@echo "make assignments  write student notebooks and autograders into _build/assignments"
 	@echo "make grade        grade every notebook in SUBMISSIONS=dir into one CSV gradebook"
 	@echo "make bench        run the benchmarks and write benchmarks/results/*.md"
+	@echo "make experiments  rerun the multi-seed comparisons, tables in experiments/results/"
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -105,6 +106,9 @@ grade: $(STAMP)
 bench: $(STAMP)
 	@mkdir -p benchmarks/results
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+experiments: $(STAMP)
+	@for e in experiments/ch*.py; do echo "== $$e"; $(THREAD_ENV) $(PY) $$e || exit 1; done
 
 clean:
 	rm -rf _build

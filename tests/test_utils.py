@@ -80,3 +80,18 @@ def test_book_seed_reads_the_environment(monkeypatch):
         monkeypatch.setenv("BOOK_SEED", bad)
         with pytest.raises(ValueError, match="BOOK_SEED must be a non-negative integer"):
             book_seed()
+
+
+def test_experiment_results_walks_up_and_explains_a_missing_table(tmp_path):
+    from transformer.utils import experiment_results, machine_summary
+
+    results = tmp_path / "experiments" / "results"
+    results.mkdir(parents=True)
+    (results / "ch99_demo.json").write_text('{"seeds": [0, 1, 2]}')
+    nested = tmp_path / "notebooks"
+    nested.mkdir()
+    assert experiment_results("ch99_demo", start=nested) == {"seeds": [0, 1, 2]}
+    with pytest.raises(FileNotFoundError, match="python experiments/ch99_other.py"):
+        experiment_results("ch99_other", start=nested)
+    summary = machine_summary()
+    assert summary["torch"] == torch.__version__ and summary["cores"] >= 1

@@ -7,11 +7,15 @@ GPU (MPS).
 
 from __future__ import annotations
 
+import json
 import os
+import platform
 import random
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -109,3 +113,45 @@ def timer() -> Iterator[dict[str, float]]:
         yield result
     finally:
         result["seconds"] = time.perf_counter() - start
+
+
+def machine_summary() -> dict[str, Any]:
+    """What a stored measurement was made on: CPU, thread count, library versions."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def experiment_results(name: str, start: str | Path | None = None) -> dict[str, Any]:
+    """Load a stored multi-seed table, ``experiments/results/<name>.json``.
+
+    Some comparisons run over several seeds for longer than a chapter can afford; a
+    script in ``experiments/`` runs them and stores the table, and the chapter reads
+    it with this function. The folder is found by walking up from ``start`` (default:
+    the current directory), so notebooks find it from ``notebooks/``.
+
+    Raises:
+        FileNotFoundError: no stored table of that name; the message names the script
+            that writes it.
+    """
+    here = Path(start) if start is not None else Path.cwd()
+    for folder in (here, *here.resolve().parents):
+        path = folder / "experiments" / "results" / f"{name}.json"
+        if path.is_file():
+            return json.loads(path.read_text())
+    raise FileNotFoundError(
+        f"no stored results {name!r} in experiments/results/ above {here}; "
+        f"run `python experiments/{name}.py` from the repository root to make them"
+    )
