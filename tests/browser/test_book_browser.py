@@ -2,8 +2,10 @@
 
 Checks, on every page listed in the table of contents: the page loads from a
 local server, every image loads, math is typeset by the bundled MathJax (no
-raw TeX left), and the "next" link walks through the chapters in order.
-Screenshots land in ``_build/screenshots``.
+raw TeX left), and the "next" link walks through the chapters in order. At a
+phone's width (390 px, touch) and a desktop's (1280 px): no page logs a JavaScript
+error, the chapter list and the page contents open and close, and there is one
+search box. Screenshots land in ``_build/screenshots``.
 
 Needs the built book (``make book`` or ``make book-strict``) and Debian's
 ``chromium``; without the browser the tests are skipped with the reason shown.
@@ -141,3 +143,116 @@ def test_sidebar_links_every_chapter(page, server):
     hrefs = page.eval_on_selector_all("nav.bd-docs-nav a", "as => as.map(a => a.href)")
     for doc in toc_pages()[1:]:
         assert any(h.split("#")[0].endswith(f"/{doc}.html") for h in hrefs), doc
+
+
+@pytest.fixture(scope="module")
+def browser(server):
+    if CHROMIUM is None:
+        pytest.skip("no Chromium here (apt-get install chromium): browser checks skipped")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        yield b
+        b.close()
+
+
+def new_reader(browser, server, width: int):
+    """A fresh page of the given width, offline, that records every console error."""
+    phone = width < 992  # the theme's breakpoint: below it, the sidebars become drawers
+    context = browser.new_context(
+        viewport={"width": width, "height": 844}, has_touch=phone, is_mobile=phone
+    )
+    pg = context.new_page()
+    pg.errors = []
+    pg.on("console", lambda m: pg.errors.append(m.text) if m.type == "error" else None)
+    pg.on("pageerror", lambda e: pg.errors.append(str(e)))
+    pg.route(
+        "**/*",
+        lambda r: r.continue_() if r.request.url.startswith(server) else r.abort(),
+    )
+    return pg
+
+
+def sidebar_shown(pg, selector: str) -> bool:
+    return pg.eval_on_selector(
+        selector,
+        "e => { const r = e.getBoundingClientRect(); const s = getComputedStyle(e);"
+        " return s.visibility !== 'hidden' && s.display !== 'none' && r.width > 0"
+        " && r.right > 0 && r.left < window.innerWidth; }",
+    )
+
+
+def visible(pg, selector: str):
+    return [e for e in pg.query_selector_all(selector) if e.is_visible()]
+
+
+@pytest.mark.parametrize("width", [390, 1280])
+def test_no_javascript_error_on_any_page(browser, server, width):
+    pg = new_reader(browser, server, width)
+    for doc in toc_pages():
+        open_page(pg, f"{server}/{doc}.html")
+        pg.wait_for_timeout(200)
+        assert pg.errors == [], f"{doc} at {width} px: console errors {pg.errors}"
+    pg.context.close()
+
+
+def test_phone_reader_opens_and_closes_the_chapter_list_and_page_contents(browser, server):
+    pg = new_reader(browser, server, 390)
+    open_page(pg, f"{server}/{toc_pages()[2]}.html")
+    primary = ".bd-sidebar-primary"
+    assert not sidebar_shown(pg, primary), "the chapter list covers the page before any tap"
+    toggles = visible(pg, ".primary-toggle")
+    assert len(toggles) == 1, f"{len(toggles)} visible chapter-list buttons at 390 px"
+    toggles[0].tap()
+    pg.wait_for_timeout(500)
+    assert sidebar_shown(pg, primary), "tapping the menu button did not open the chapter list"
+    links = pg.eval_on_selector_all(f"{primary} nav.bd-docs-nav a", "as => as.length")
+    assert links >= len(toc_pages()) - 1
+    pg.touchscreen.tap(380, 400)  # a tap on the page beside the drawer closes it
+    pg.wait_for_timeout(500)
+    assert not sidebar_shown(pg, primary), "tapping beside the chapter list did not close it"
+
+    secondary = ".bd-sidebar-secondary"
+    assert not sidebar_shown(pg, secondary)
+    toggles = visible(pg, ".secondary-toggle")
+    assert len(toggles) == 1, f"{len(toggles)} visible page-contents buttons at 390 px"
+    toggles[0].tap()
+    pg.wait_for_timeout(500)
+    assert sidebar_shown(pg, secondary), "the page-contents button did not open the contents"
+    pg.touchscreen.tap(10, 400)
+    pg.wait_for_timeout(500)
+    assert not sidebar_shown(pg, secondary), "tapping beside the contents did not close them"
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    pg.screenshot(path=str(SHOTS / "phone-navigation.png"))
+    pg.context.close()
+
+
+def test_desktop_reader_collapses_and_restores_the_chapter_list(browser, server):
+    pg = new_reader(browser, server, 1280)
+    open_page(pg, f"{server}/{toc_pages()[2]}.html")
+    primary = ".bd-sidebar-primary"
+    assert sidebar_shown(pg, primary), "the chapter list is not shown on a desktop"
+    toggles = visible(pg, ".primary-toggle")
+    assert len(toggles) == 1, f"{len(toggles)} visible chapter-list buttons at 1280 px"
+    toggles[0].click()
+    pg.wait_for_timeout(500)
+    assert not sidebar_shown(pg, primary), "the menu button did not collapse the chapter list"
+    visible(pg, ".primary-toggle")[0].click()
+    pg.wait_for_timeout(500)
+    assert sidebar_shown(pg, primary), "the menu button did not bring the chapter list back"
+    pg.context.close()
+
+
+@pytest.mark.parametrize("width", [390, 1280])
+def test_one_search_box(browser, server, width):
+    pg = new_reader(browser, server, width)
+    open_page(pg, f"{server}/{toc_pages()[2]}.html")
+    fields = visible(pg, ".search-button-field, form.bd-search input")
+    icons = visible(pg, "button.search-button")
+    assert len(fields) + len(icons) == 1, (
+        f"{len(fields)} search fields and {len(icons)} search buttons visible at {width} px"
+    )
+    pg.context.close()
