@@ -256,3 +256,29 @@ def test_one_search_box(browser, server, width):
         f"{len(fields)} search fields and {len(icons)} search buttons visible at {width} px"
     )
     pg.context.close()
+
+
+def test_bibliography_entries_link_out_and_back(page, server):
+    open_page(page, f"{server}/book/bibliography.html")
+    entries = page.eval_on_selector_all(
+        "div.citation",
+        """divs => divs.map(d => ({
+            label: d.querySelector('.label').innerText,
+            out: [...d.querySelectorAll('a.reference.external')].map(a => a.href),
+            back: [...d.querySelectorAll('a.cited-in')].map(a => a.href),
+        }))""",
+    )
+    assert entries, "the bibliography is empty"
+    for entry in entries:
+        assert not re.fullmatch(r"\[?\d+\]?", entry["label"].strip()), entry["label"]
+        assert any(re.search(r"doi\.org|arxiv\.org|^https?://", h) for h in entry["out"]), (
+            f"{entry['label']} has no DOI, arXiv or publisher link"
+        )
+        assert entry["back"], f"{entry['label']} links back to no page that cites it"
+    # a backlink lands on the citation it names
+    target = entries[0]["back"][0]
+    open_page(page, target)
+    anchor = target.split("#")[1]
+    assert page.eval_on_selector(f"[id='{anchor}']", "a => a.href").endswith(
+        "bibliography.html#" + anchor.split("-")[1]
+    )
