@@ -190,6 +190,44 @@ def test_fast_dropout_statistics_and_gradient() -> None:
     assert drop(x) is x
     assert FastDropout(0.0).train()(x) is x
     with pytest.raises(ValueError, match="dropout probability"):
-        FastDropout(1.0)
+        FastDropout(1.5)
     odd = FastDropout(0.5)(torch.ones(3, 7))  # odd number of elements
     assert odd.shape == (3, 7) and set(odd.unique().tolist()) <= {0.0, 2.0}
+
+
+def test_fast_dropout_is_a_dropout_that_reads_p_at_call_time() -> None:
+    from torch import nn
+
+    from transformer.layers import FastDropout
+
+    drop = FastDropout(0.1)
+    assert isinstance(drop, nn.Dropout)
+    x = torch.ones(400, 500)
+    torch.manual_seed(0)
+    drop.p = 0.5  # changed after construction: both the rate and the scale follow
+    y = drop(x)
+    assert abs(float((y == 0).float().mean()) - 0.5) < 0.01
+    assert abs(float(y.mean()) - 1.0) < 0.02
+    assert set(y.unique().tolist()) <= {0.0, 2.0}
+
+
+@pytest.mark.parametrize("p", [0.999985, 0.99999, 1.0])
+def test_fast_dropout_near_one_drops_everything(p) -> None:
+    from transformer.layers import FastDropout
+
+    y = FastDropout(p)(torch.ones(100, 100))
+    assert torch.isfinite(y).all()
+    assert float(y.abs().max()) == 0.0  # nothing survives, nothing is scaled by 1e5
+
+
+def test_fast_dropout_mask_unchanged_at_the_book_rates() -> None:
+    # The chapters' stored results depend on the exact mask at p = 0.1.
+    from transformer.layers import FastDropout
+
+    x = torch.ones(64, 33)
+    torch.manual_seed(3)
+    y = FastDropout(0.1)(x)
+    torch.manual_seed(3)
+    bits = torch.empty((x.numel() + 1) // 2, dtype=torch.int32).random_()
+    r = bits.view(torch.int16)[: x.numel()].view(x.shape) & 0x7FFF
+    torch.testing.assert_close(y, (r >= round(0.1 * 2**15)).float() / 0.9)

@@ -79,40 +79,43 @@ def _copy_common(ours: nn.Module, theirs: nn.Module, norms: int) -> None:
         mine.bias.copy_(other.bias)
 
 
-class FastDropout(nn.Module):
+class FastDropout(nn.Dropout):
     """Inverted dropout whose random mask costs one integer draw per two elements.
 
-    Same semantics as ``nn.Dropout(p)``: in training each element is zeroed with
-    probability ``p`` and the survivors are scaled by ``1 / (1 - p)``; in eval mode it
-    is the identity. ``F.dropout`` draws one Bernoulli sample per element, which on a
-    CPU took a fifth to a third of a whole Transformer training step. Here one call
-    to ``random_`` fills 32-bit integers; each supplies two 15-bit uniform numbers,
-    compared with ``round(p * 2**15)``. The drop probability is therefore ``p``
-    rounded to a multiple of 2**-15 (0.1 becomes 0.100006).
+    Same semantics as ``nn.Dropout(p)`` (it is one: ``isinstance(m, nn.Dropout)``
+    holds, and ``m.p`` may be changed at any time): in training each element is
+    zeroed with probability ``p`` and the survivors are scaled by ``1 / (1 - p)``; in
+    eval mode it is the identity. ``F.dropout`` draws one Bernoulli sample per
+    element, which on a CPU took a fifth to a third of a whole Transformer training
+    step. Here one call to ``random_`` fills 32-bit integers; each supplies two 15-bit
+    uniform numbers, compared with ``round(p * 2**15)``. The drop probability is
+    therefore ``p`` rounded to a multiple of 2**-15 (0.1 becomes 0.100006); a ``p``
+    that rounds to 1 drops everything, as ``nn.Dropout(1.0)`` does.
 
     Shape:
         x: any -> same shape.
     """
 
     def __init__(self, p: float = 0.1) -> None:
-        super().__init__()
-        if not 0.0 <= p < 1.0:
-            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
-        self.p = p
-        self._threshold = round(p * 2**15)
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"dropout probability must be in [0, 1], got {p}")
+        super().__init__(p)
 
     def forward(self, x: Tensor) -> Tensor:
-        if not self.training or self._threshold == 0:
+        p = float(self.p)  # read at every call, so that setting .p takes effect
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"dropout probability must be in [0, 1], got {p}")
+        threshold = round(p * 2**15)
+        if not self.training or threshold == 0:
             return x
+        if threshold >= 2**15:  # every 15-bit number is below it: drop everything
+            return x * 0.0
         n = x.numel()
         bits = torch.empty((n + 1) // 2, dtype=torch.int32, device=x.device).random_()
         # random_() fills [0, 2**31): both 16-bit halves have 15 uniform low bits.
         r = bits.view(torch.int16)[:n].view(x.shape) & 0x7FFF
-        keep = (r >= self._threshold).to(x.dtype) * (1.0 / (1.0 - self.p))
+        keep = (r >= threshold).to(x.dtype) * (1.0 / (1.0 - p))
         return x * keep
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
 
 
 class PositionwiseFeedForward(nn.Module):
