@@ -6,6 +6,7 @@ import dataclasses
 import math
 import os
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -308,3 +309,39 @@ def test_failed_save_keeps_previous_checkpoint(
         save_checkpoint(Transformer(_config(d_ff=64)), path)
     assert open(path, "rb").read() == before
     assert sorted(p.name for p in path.parent.iterdir()) == ["m.pt"]
+
+
+def test_checkpoint_extra_values_come_back(tmp_path: os.PathLike[str]) -> None:
+    model = Transformer(_config())
+    extra = {"steps": 1200, "val": [0.5, 0.25], "note": "dates", "best": {"acc": 0.99}}
+    path = save_checkpoint(model, os.path.join(tmp_path, "m.pt"), **extra)
+    loaded, got = load_checkpoint(path, with_extra=True)
+    assert got == extra and isinstance(loaded, Transformer)
+    assert isinstance(load_checkpoint(path), Transformer)  # the default stays a model
+
+
+@pytest.mark.parametrize(
+    "bad, culprit",
+    [(np.float32(0.5), "float32"), (object(), "object"), ({1: 2}, "key 1"), ([1, {2}], "set")],
+)
+def test_checkpoint_refuses_extra_values_it_could_not_load(
+    tmp_path: os.PathLike[str], bad: object, culprit: str
+) -> None:
+    path = os.path.join(tmp_path, "m.pt")
+    with pytest.raises(TypeError, match=culprit):
+        save_checkpoint(Transformer(_config()), path, metric=bad)
+    assert not os.path.exists(path)
+
+
+def test_checkpoint_file_permissions_and_plain_text(tmp_path: os.PathLike[str]) -> None:
+    umask = os.umask(0o022)
+    try:
+        path = save_checkpoint(Transformer(_config()), os.path.join(tmp_path, "m.pt"))
+    finally:
+        os.umask(umask)
+    assert oct(path.stat().st_mode & 0o777) == oct(0o644)  # readable like any file
+    text = os.path.join(tmp_path, "notes.pt")
+    with open(text, "w") as f:
+        f.write("epoch 3: loss 0.25\n" * 20)
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_checkpoint(text)

@@ -21,9 +21,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import pickle
 import tempfile
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -704,23 +702,56 @@ class CheckpointError(ValueError):
     """A checkpoint file is missing, damaged, or does not fit the model."""
 
 
+_PLAIN = (type(None), bool, int, float, str)
+
+
+def _check_plain(value: Any, where: str) -> None:
+    """Refuse what ``torch.load(weights_only=True)`` would refuse, naming the culprit."""
+    if isinstance(value, _PLAIN) or isinstance(value, torch.Tensor):
+        return
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_plain(item, f"{where}[{i}]")
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(f"{where} has a key {key!r} that is not a str")
+            _check_plain(item, f"{where}[{key!r}]")
+        return
+    raise TypeError(
+        f"{where} is a {type(value).__name__}; a checkpoint's extra values must be None, "
+        "bool, int, float, str, tensors, or lists/dicts of them (convert it first, e.g. "
+        "float(x) for a NumPy scalar, or store history.losses rather than the History)"
+    )
+
+
 def save_checkpoint(model: Transformer, path: str | os.PathLike[str], **extra: Any) -> Path:
     """Save config and weights to ``path`` atomically.
 
-    The file is written to a temporary file in the same folder and then moved over
-    ``path`` with :func:`os.replace`, which is atomic: a crash mid-save leaves the
-    previous checkpoint intact instead of a half-written file.
+    The file is written to a temporary file in the same folder, flushed to disk and
+    moved over ``path`` with :func:`os.replace`, which is atomic; the folder is then
+    synced too, so a crash mid-save leaves the previous checkpoint intact instead of
+    a half-written file. The file gets the usual permissions (``0o666`` less the
+    umask), like any file the user writes.
 
     Args:
         model: the :class:`Transformer` to save.
         path: destination file.
-        **extra: small plain values (step, metrics) stored alongside.
+        **extra: small plain values (step, metrics) stored alongside; read them back
+            with ``load_checkpoint(path, with_extra=True)``.
+
+    Raises:
+        TypeError: ``model`` is not a Transformer, or an extra value is not plain
+            (it could not be loaded back safely).
 
     Returns:
         The path written.
     """
     if not isinstance(model, Transformer):
         raise TypeError(f"save_checkpoint expects a Transformer, got {type(model).__name__}")
+    for key, value in extra.items():
+        _check_plain(value, f"extra value {key!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
@@ -736,12 +767,30 @@ def save_checkpoint(model: Transformer, path: str | os.PathLike[str], **extra: A
             torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp made it private (0600)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    _fsync_folder(path.parent)
     return path
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the rename itself durable (POSIX); a no-op where folders can't be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def load_checkpoint(
@@ -749,7 +798,8 @@ def load_checkpoint(
     map_location: str | torch.device = "cpu",
     *,
     config: TransformerConfig | None = None,
-) -> Transformer:
+    with_extra: bool = False,
+) -> Transformer | tuple[Transformer, dict[str, Any]]:
     """Rebuild a :class:`Transformer` from a file written by :func:`save_checkpoint`.
 
     Loads with ``weights_only=True``, so the file can hold only tensors and plain
@@ -759,6 +809,8 @@ def load_checkpoint(
         path: the checkpoint file.
         map_location: where to put the tensors.
         config: if given, the checkpoint's config must equal it.
+        with_extra: also return the extra values given to ``save_checkpoint``, as
+            ``(model, extra)``.
 
     Raises:
         FileNotFoundError: no file at ``path``.
@@ -770,7 +822,7 @@ def load_checkpoint(
         raise FileNotFoundError(f"no checkpoint at {str(path)!r}")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, pickle.UnpicklingError) as e:
+    except Exception as e:  # a text or foreign file fails deep in the unpickler, any way
         raise CheckpointError(
             f"{str(path)!r} is not a readable checkpoint (truncated or corrupt file?): {e}"
         ) from None
@@ -821,4 +873,7 @@ def load_checkpoint(
     model.load_state_dict(state)
     model.to(map_location)
     model.eval()
+    if with_extra:
+        extra = payload.get("extra", {})
+        return model, dict(extra) if isinstance(extra, dict) else {}
     return model
