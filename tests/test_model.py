@@ -71,8 +71,24 @@ def test_config_is_frozen_and_validated() -> None:
         _config(d_model=0)
     with pytest.raises(ValueError, match="pad_id"):
         _config(pad_id=50)
-    with pytest.raises(ValueError, match="unknown positional"):
-        Transformer(_config(positional="fourier"))
+    with pytest.raises(ValueError, match="must name a positional scheme"):
+        _config(positional="fourier")  # refused by the config itself, not only the model
+    assert _config(positional="RoPE").positional == "RoPE"  # names are case-insensitive
+
+
+def test_bias_false_reaches_the_output_layer() -> None:
+    model = Transformer(_config(bias=False))
+    assert model.decoder.output.bias is None
+    assert not any(
+        name.endswith(".bias") and "norm" not in name and "linear" in name
+        for name, _ in model.named_parameters()
+    )
+    src, tgt = _batch()
+    with torch.no_grad():
+        model.eval()
+        assert model(src, tgt).shape[-1] == model.config.tgt_vocab_size
+        logits, _ = model.step(tgt[:, 0], model.start(src))
+        assert torch.isfinite(logits).all()
 
 
 def test_config_final_norm_default_follows_norm_first() -> None:

@@ -39,7 +39,7 @@ from transformer.layers import (
     FastDropout,
 )
 from transformer.masks import causal_mask, decoder_self_mask, padding_mask
-from transformer.positional import PositionalScheme, make_positional
+from transformer.positional import POSITIONAL_SCHEMES, PositionalScheme, make_positional
 
 __all__ = [
     "TransformerConfig",
@@ -138,9 +138,12 @@ class TransformerConfig:
                 f"TransformerConfig.activation must be one of {sorted(ACTIVATIONS)}, "
                 f"got {self.activation!r}"
             )
-        if not isinstance(self.positional, str):
+        if not isinstance(self.positional, str) or (
+            self.positional.lower() not in POSITIONAL_SCHEMES
+        ):
             raise ValueError(
-                f"TransformerConfig.positional must be a scheme name (str), got {self.positional!r}"
+                "TransformerConfig.positional must name a positional scheme, one of "
+                f"{sorted(POSITIONAL_SCHEMES)}; got {self.positional!r}"
             )
         for name in ("norm_first", "tie_output", "share_embeddings", "bias"):
             if not isinstance(getattr(self, name), bool):
@@ -326,14 +329,15 @@ class Decoder(nn.Module):
             for _ in range(c.n_decoder_layers)
         )
         self.norm = nn.LayerNorm(c.d_model, eps=c.layer_norm_eps) if c.use_final_norm else None
-        self.output = nn.Linear(c.d_model, c.tgt_vocab_size, bias=True)
+        self.output = nn.Linear(c.d_model, c.tgt_vocab_size, bias=c.bias)
         if c.tie_output:
             # Press & Wolf (2017): the matrix that maps a token to a vector also scores
             # vectors against tokens. One parameter, two uses.
             self.output.weight = embedding.weight
         else:
             nn.init.normal_(self.output.weight, mean=0.0, std=c.d_model**-0.5)
-        nn.init.zeros_(self.output.bias)
+        if self.output.bias is not None:
+            nn.init.zeros_(self.output.bias)
 
     def forward(
         self,
