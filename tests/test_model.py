@@ -361,3 +361,15 @@ def test_checkpoint_file_permissions_and_plain_text(tmp_path: os.PathLike[str]) 
         f.write("epoch 3: loss 0.25\n" * 20)
     with pytest.raises(CheckpointError, match="not a readable checkpoint"):
         load_checkpoint(text)
+
+
+def test_attention_maps_ignore_dropout_and_keep_the_mode() -> None:
+    torch.manual_seed(2)
+    model = Transformer(_config(dropout=0.3)).train()
+    src, tgt = _batch()
+    first = model.attention_maps(src, tgt)
+    second = model.attention_maps(src, tgt)
+    assert model.training  # the caller's mode is restored
+    for kind in ("encoder", "decoder_self", "cross"):
+        for a, b in zip(first[kind], second[kind]):
+            torch.testing.assert_close(a, b)  # no dropout draw in the maps

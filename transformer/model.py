@@ -536,15 +536,26 @@ class Transformer(nn.Module):
     def attention_maps(self, src: Tensor, tgt_in: Tensor) -> dict[str, list[Tensor]]:
         """Attention weights of every layer and head for one teacher-forced pass.
 
+        The pass runs in eval mode (no dropout), whatever mode the model is in, and the
+        model's mode is restored afterwards: the maps describe the model, not one draw
+        of its dropout masks.
+
         Returns:
             ``{"encoder": [(B, H, S, S)] * L_enc, "decoder_self": [(B, H, T, T)] * L_dec,
             "cross": [(B, H, T, S)] * L_dec}``.
         """
         _check_ids(src, "src", self.config.src_vocab_size)
         _check_ids(tgt_in, "tgt_in", self.config.tgt_vocab_size)
-        src_mask = self.src_mask(src)
-        memory, enc_w = self.encoder(src, src_mask, need_weights=True)
-        _, dec_w = self.decoder(tgt_in, memory, self.tgt_mask(tgt_in), src_mask, need_weights=True)
+        was_training = self.training
+        self.eval()
+        try:
+            src_mask = self.src_mask(src)
+            memory, enc_w = self.encoder(src, src_mask, need_weights=True)
+            _, dec_w = self.decoder(
+                tgt_in, memory, self.tgt_mask(tgt_in), src_mask, need_weights=True
+            )
+        finally:
+            self.train(was_training)
         return {
             "encoder": enc_w,
             "decoder_self": [w[0] for w in dec_w],
