@@ -42,12 +42,14 @@ install: $(STAMP)
 book: $(STAMP)
 	@start=$$(date +%s); \
 	$(PY) tools/fetch_static.py && \
+	$(PY) -m tools.flashcards && \
 	$(VENV)/bin/jupyter-book build . --builder html -q && \
 	echo "Built in $$(( $$(date +%s) - start )) s. Open $(CURDIR)/_build/html/index.html in a browser."
 
 # Warnings (a broken reference, a missing citation, a notebook error) fail this build.
 book-strict: $(STAMP)
 	$(PY) tools/fetch_static.py
+	$(PY) -m tools.flashcards
 	$(VENV)/bin/jupyter-book build . --builder html -W -n --keep-going
 
 lint: $(STAMP)

@@ -282,3 +282,13 @@ def test_bibliography_entries_link_out_and_back(page, server):
     assert page.eval_on_selector(f"[id='{anchor}']", "a => a.href").endswith(
         "bibliography.html#" + anchor.split("-")[1]
     )
+
+
+def test_flashcards_page_offers_the_anki_deck(page, server):
+    open_page(page, f"{server}/book/flashcards.html")
+    questions = page.eval_on_selector_all("article details, article .dropdown", "e => e.length")
+    assert questions >= 9 * 3, f"only {questions} hidden answers on the flashcards page"
+    href = page.eval_on_selector("a.download, a[href$='.apkg']", "a => a.href")
+    assert href.endswith(".apkg")
+    response = page.request.get(href)
+    assert response.ok and response.body()[:2] == b"PK", "the deck is not a zip (.apkg) file"
