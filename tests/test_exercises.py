@@ -14,28 +14,34 @@ chapter, so ``pytest -n 2 --dist loadscope`` grades chapters in parallel):
 * every registered alternative correct answer (float64, no in-place step,
   prints) keeps full marks.
 
-All the notebooks of a chapter are graded in one call, so the grading server
-starts once per chapter. Chapter 1's grader also shows that a submission that
-raises, never finishes, kills its own process or is not a notebook at all is
-scored, not a crash of the grader.
+Every chapter's notebooks are graded in one call, so the grading server starts
+once per run (under pytest-xdist, one worker grades while the other waits).
+Chapter 1's grader also shows that a submission that raises, never finishes,
+kills its own process or is not a notebook at all is scored, not a crash of the
+grader.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import functools
 import importlib.util
+import json
 import os
 import re
 import shutil
 from pathlib import Path
 
+import filelock  # installed with torch
 import nbformat
 import pytest
 
 from tools.exercises import (
     Assignment,
+    Grade,
     assign,
+    assign_many,
     grade,
     grade_folder,
     grade_many,
@@ -102,6 +108,52 @@ def is_half_multiple(x: float) -> bool:
     return abs(2 * x - round(2 * x)) < 1e-9
 
 
+def _grade_to_json(g: Grade) -> dict:
+    return dataclasses.asdict(g)
+
+
+def _grade_book(root: Path) -> dict:
+    """Assign every chapter and grade all its test notebooks in one grading server.
+
+    Under pytest-xdist every worker asks for this; the first computes it under a file
+    lock in the directory the workers share, the others read its result.
+    """
+    out = root / "exercise-grading"
+    done = out / "graded.json"
+    with filelock.FileLock(str(root / "exercise-grading.lock")):
+        if done.exists():
+            return json.loads(done.read_text())
+        if out.exists():
+            shutil.rmtree(out)
+        assignments = assign_many(masters(), out / "assignments")
+        (out / "submissions").mkdir(parents=True)
+        jobs, slots = [], []
+        for a in assignments:
+            jobs += [(a.solution, a), (a.student, a)]
+            slots += [(a.name, "reference", None), (a.name, "student", None)]
+            wrong, alternatives = load_answers(a.name)
+            for kind, answers in (("wrong", wrong), ("alt", alternatives)):
+                for i, chosen in enumerate(variants(answers)):
+                    path = out / "submissions" / f"{a.name}-{kind}{i}.ipynb"
+                    jobs.append((replace_answers(a.solution, chosen, path), a))
+                    slots.append((a.name, kind, chosen))
+        book: dict = {a.name: {"root": str(a.root), "wrong": [], "alt": []} for a in assignments}
+        for (name, kind, chosen), g in zip(slots, grade_many(jobs)):
+            if chosen is None:
+                book[name][kind] = _grade_to_json(g)
+            else:
+                book[name][kind].append([chosen, _grade_to_json(g)])
+        done.write_text(json.dumps(book))
+        return book
+
+
+@pytest.fixture(scope="session")
+def graded_book(tmp_path_factory) -> dict:
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    return _grade_book(shared)
+
+
 class ChapterGrader:
     """Tests shared by every chapter; subclasses set ``master``."""
 
@@ -109,29 +161,19 @@ class ChapterGrader:
 
     @pytest.fixture(scope="class")
     @classmethod
-    def assignment(cls, tmp_path_factory) -> Assignment:
-        return assign(cls.master, tmp_path_factory.mktemp(cls.master.stem))
+    def assignment(cls, graded_book) -> Assignment:
+        return Assignment(cls.master.stem, Path(graded_book[cls.master.stem]["root"]))
 
     @pytest.fixture(scope="class")
     @classmethod
-    def graded(cls, assignment, tmp_path_factory) -> dict:
-        """Reference, student, wrong and alternative notebooks, graded in one server."""
-        work = tmp_path_factory.mktemp(cls.master.stem + "-subs")
-        wrong, alternatives = load_answers(assignment.name)
-        wrong_subs = variants(wrong)
-        alt_subs = variants(alternatives)
-        jobs = [(assignment.solution, assignment), (assignment.student, assignment)]
-        for kind, subs in (("wrong", wrong_subs), ("alt", alt_subs)):
-            for i, answers in enumerate(subs):
-                path = replace_answers(assignment.solution, answers, work / f"{kind}{i}.ipynb")
-                jobs.append((path, assignment))
-        grades = grade_many(jobs)
-        n_wrong = len(wrong_subs)
+    def graded(cls, graded_book) -> dict:
+        """Reference, student, wrong and alternative notebooks of this chapter, graded."""
+        book = graded_book[cls.master.stem]
         return {
-            "reference": grades[0],
-            "student": grades[1],
-            "wrong": list(zip(wrong_subs, grades[2 : 2 + n_wrong])),
-            "alt": list(zip(alt_subs, grades[2 + n_wrong :])),
+            "reference": Grade(**book["reference"]),
+            "student": Grade(**book["student"]),
+            "wrong": [(answers, Grade(**g)) for answers, g in book["wrong"]],
+            "alt": [(answers, Grade(**g)) for answers, g in book["alt"]],
         }
 
     def test_student_notebook_has_no_solution_and_no_hidden_test(self, assignment):
@@ -230,7 +272,7 @@ class TestGraderRobustness:
     @classmethod
     def assignment(cls, tmp_path_factory) -> Assignment:
         master = next(m for m in masters() if m.stem.startswith("01_"))
-        return assign(master, tmp_path_factory.mktemp("robust"))
+        return assign(master, tmp_path_factory.mktemp("robust"))  # also proves assign()
 
     def test_folder_of_good_raising_dying_and_broken_submissions(self, assignment, tmp_path):
         subs = tmp_path / "subs"
