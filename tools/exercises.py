@@ -325,6 +325,7 @@ def _run_submission(notebook: Path, name: str, tests_dir: Path, work: Path) -> d
     from IPython.core.interactiveshell import InteractiveShell
     from otter import Notebook
     from otter.execute import Checker
+    from traitlets.config import Config
 
     torch.set_num_threads(1)  # the server runs one child per CPU
     nb = nbformat.read(notebook, as_version=4)
@@ -332,7 +333,9 @@ def _run_submission(notebook: Path, name: str, tests_dir: Path, work: Path) -> d
     os.chdir(work)
     tests_dir_str = str(tests_dir)
     Notebook.init_grading_mode(tests_dir_str)
-    shell = InteractiveShell.instance()
+    config = Config()
+    config.HistoryManager.enabled = False  # no history database shared by the children
+    shell = InteractiveShell.instance(config=config)
     for cell in nb.cells:
         meta = cell.get("metadata", {})
         if cell.cell_type != "code" or IGNORE_TAG in meta.get("tags", []):
@@ -406,6 +409,7 @@ def _grading_server() -> int:
                     code = 1
                     try:
                         os.setpgid(0, 0)
+                        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)  # input() fails, not hangs
                         log = os.open(work / "output.txt", os.O_WRONLY | os.O_CREAT, 0o644)
                         os.dup2(log, 1)
                         os.dup2(log, 2)
