@@ -612,3 +612,26 @@ def test_cross_step_fills_its_static_cache_once_and_masks():
         mha.step_weights()  # keys of another size cannot share one stacked matrix
     with pytest.raises(RuntimeError, match="eval"):
         mha.train().step(x[:, 0], cache, mask)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_backward_through_several_cached_steps_matches_the_full_pass(fused):
+    # Training through a cache (a loss over several cached steps) must not fail with
+    # "modified by an inplace operation", and must give the full pass's gradients.
+    torch.manual_seed(1)
+    mha = MultiHeadAttention(16, 4, fused=fused)
+    x = torch.randn(2, 5, 16, requires_grad=True)
+    causal = torch.ones(5, 5, dtype=torch.bool).tril()
+    full, _ = mha(x, mask=causal)
+    full.pow(2).sum().backward()
+    want_x, want_w = x.grad.clone(), mha.q_proj.weight.grad.clone()
+    x.grad = None
+    mha.zero_grad()
+    cache = KVCache()
+    steps = [mha(x[:, t : t + 1], cache=cache)[0] for t in range(5)]
+    torch.cat(steps, dim=1).pow(2).sum().backward()
+    assert_close(x.grad, want_x, **TOL)
+    assert_close(mha.q_proj.weight.grad, want_w, **TOL)
+    with torch.no_grad():  # and the same cache object still serves inference afterwards
+        more, _ = mha(x[:, :1].detach(), cache=cache)
+    assert len(cache) == 6 and more.shape == (2, 1, 16)

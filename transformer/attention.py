@@ -480,8 +480,16 @@ class KVCache:
         return self._k is None
 
     def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """Add new keys/values (B, H, S_new, D) and return all of them (B, H, S, D)."""
+        """Add new keys/values (B, H, S_new, D) and return all of them (B, H, S, D).
+
+        When autograd records the new keys or values (training through a cache, e.g.
+        a loss over several cached steps), the cache concatenates instead of writing
+        in place, so backward sees every step's tensors unchanged: the same numbers
+        as ``torch.cat``, at ``torch.cat``'s cost. Inference writes in place.
+        """
         n = k.shape[2]
+        if torch.is_grad_enabled() and (k.requires_grad or v.requires_grad):
+            return self._append_for_autograd(k, v)
         if self._k is None or self._v is None:
             self._k = k.new_empty(k.shape[0], k.shape[1], max(16, 2 * n), k.shape[3])
             self._v = v.new_empty(v.shape[0], v.shape[1], max(16, 2 * n), v.shape[3])
@@ -498,6 +506,18 @@ class KVCache:
         self._v.narrow(2, start, n).copy_(v)
         self._len = end
         return self._k.narrow(2, 0, end), self._v.narrow(2, 0, end)  # (B, H, S, D)
+
+    def _append_for_autograd(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        if self._k is not None and self._v is not None:
+            if k.shape[:2] != self._k.shape[:2] or k.shape[3] != self._k.shape[3]:
+                raise ValueError(
+                    f"new keys {tuple(k.shape)} do not match the cached "
+                    f"{tuple(self._k.shape)} in batch, heads or head size"
+                )
+            k = torch.cat([self._k.narrow(2, 0, self._len), k], dim=2)  # (B, H, S, D)
+            v = torch.cat([self._v.narrow(2, 0, self._len), v], dim=2)
+        self._k, self._v, self._len = k, v, k.shape[2]  # exactly full: next append grows
+        return k, v
 
     def _grown(self, storage: Tensor, needed: int) -> Tensor:
         B, H, capacity, D = storage.shape
