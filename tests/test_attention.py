@@ -635,3 +635,25 @@ def test_backward_through_several_cached_steps_matches_the_full_pass(fused):
     with torch.no_grad():  # and the same cache object still serves inference afterwards
         more, _ = mha(x[:, :1].detach(), cache=cache)
     assert len(cache) == 6 and more.shape == (2, 1, 16)
+
+
+def test_a_batch_key_mask_cannot_be_mistaken_for_a_query_key_mask():
+    from transformer.data import Batch
+
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(8, 2).eval()
+    src = torch.tensor([[5, 6, 0], [7, 0, 0], [5, 5, 5]])  # B = 3 = S: the ambiguous case
+    batch = Batch(src, src, torch.tensor([2, 1, 3]), torch.tensor([2, 1, 3]), pad_id=0)
+    x = torch.randn(3, 3, 8)
+    out, _ = mha(x, mask=batch.src_key_mask)  # (B, 1, 1, S): keys masked per sequence
+    for b in range(3):
+        n = int(batch.src_lengths[b])
+        alone, _ = mha(x[b : b + 1], x[b : b + 1, :n], x[b : b + 1, :n])
+        assert_close(out[b : b + 1], alone, **TOL)
+    with pytest.raises(ValueError, match="looks like a \\(batch, keys\\) padding mask"):
+        mha(
+            torch.randn(4, 2, 8),
+            torch.randn(4, 3, 8),
+            torch.randn(4, 3, 8),
+            mask=torch.ones(4, 3, dtype=torch.bool),
+        )

@@ -93,7 +93,8 @@ def test_collate_shifts_targets_for_teacher_forcing():
     assert batch.tgt_in[:, 0].tolist() == [v.bos_id, v.bos_id]
     assert torch.equal(batch.tgt_in[:, 1:], batch.tgt_out[:, :-1])
     assert batch.tgt_out[1].tolist() == [v.stoi["c"], v.eos_id, v.pad_id]
-    assert batch.src_key_mask.tolist() == [[True, True], [True, False]]
+    assert batch.src_key_mask.shape == (2, 1, 1, 2)  # broadcasts to (B, H, T, S)
+    assert batch.src_key_mask[:, 0, 0].tolist() == [[True, True], [True, False]]
     assert batch.n_tokens == 3 + 2
     assert batch.to("cpu").src.device.type == "cpu"
 

@@ -665,6 +665,12 @@ class MultiHeadAttention(nn.Module):
                 f"mask must be a bool tensor (True = may attend), got {got}; "
                 "nn.MultiheadAttention masks mean the opposite, flip them with ~"
             )
+        if mask.dim() == 2 and tuple(mask.shape) == (B, S) and B != T:
+            raise ValueError(
+                f"a 2-D mask is read as (queries, keys) = ({T}, {S}), but this one is "
+                f"{tuple(mask.shape)}: it looks like a (batch, keys) padding mask; pass "
+                "mask[:, None, None, :] or transformer.masks.padding_mask(ids, pad_id)"
+            )
         if mask.dim() == 3:  # (B, T, S): one mask per sequence, shared by the heads
             mask = mask.unsqueeze(1)  # (B, 1, T, S)
         _check_mask(mask, torch.Size((B, self.n_heads, T, S)))

@@ -234,8 +234,13 @@ class Batch:
 
     @property
     def src_key_mask(self) -> Tensor:
-        """``(B, S)`` boolean, ``True`` where the source holds a real token."""
-        return self.src != self.pad_id
+        """``(B, 1, 1, S)`` boolean, ``True`` where the source holds a real token.
+
+        Shaped to broadcast over heads and queries, so it can be passed straight to
+        attention as a key mask. A bare ``(B, S)`` tensor would be read as a
+        (queries, keys) mask whenever B happened to equal the number of queries.
+        """
+        return (self.src != self.pad_id)[:, None, None, :]
 
     @property
     def n_tokens(self) -> int:
