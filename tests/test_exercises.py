@@ -12,7 +12,7 @@ chapter, so ``pytest -n 2 --dist loadscope`` grades chapters in parallel):
   question) loses at least half of its question, and leaves the other questions
   of its notebook at full marks;
 * every registered alternative correct answer (float64, no in-place step,
-  prints) keeps full marks.
+  prints) keeps full marks and passes the public test too.
 
 Every chapter's notebooks are graded in one call, so the grading server starts
 once per run (under pytest-xdist, one worker grades while the other waits).
@@ -218,12 +218,16 @@ class ChapterGrader:
         assert result.status == "ok", result.message
         assert result.scores == result.possible, result.scores
         assert result.total > 0
+        for q, passed in result.passed.items():
+            assert passed and all(passed), f"the reference fails a test case of {q}: {passed}"
 
     def test_untouched_student_notebook_scores_zero(self, graded):
         result = graded["student"]
         assert result.status == "ok", result.message
         assert result.total == 0, result.scores
         assert result.max_total > 0
+        for q, passed in result.passed.items():
+            assert not any(passed), f"the `...` skeleton passes a test case of {q}: {passed}"
 
     def test_every_question_has_wrong_answers_and_known_alternatives(self, assignment):
         wrong, alternatives = load_answers(assignment.name)
@@ -256,6 +260,11 @@ class ChapterGrader:
                 assert result.scores[q] == result.possible[q], (
                     f"correct alternative #{i + 1} to {q} scored "
                     f"{result.scores[q]}/{result.possible[q]}:\n{answers[q]}"
+                )
+                # the public test (worth 0) must not tell a correct learner otherwise
+                assert all(result.passed[q]), (
+                    f"correct alternative #{i + 1} to {q} fails a test case: "
+                    f"{result.passed[q]}:\n{answers[q]}"
                 )
             assert result.scores == result.possible
 

@@ -247,6 +247,7 @@ class Grade:
     possible: dict[str, float] = field(default_factory=dict)
     message: str = ""
     seconds: float = 0.0
+    passed: dict[str, list[bool]] = field(default_factory=dict)  # per test case, in file order
 
     @property
     def total(self) -> float:
@@ -300,6 +301,7 @@ def grade_many(
                 r["possible"],
                 r.get("message", ""),
                 r.get("seconds", 0.0),
+                r.get("passed", {}),
             )
         )
     return grades
@@ -320,7 +322,7 @@ def _preload(sources: list[str]) -> None:
 
 
 def _run_submission(notebook: Path, name: str, tests_dir: Path, work: Path) -> dict:
-    """In the forked child: run one notebook's cells and its tests; return the scores."""
+    """In the forked child: run one notebook's cells and its tests; scores and case results."""
     import torch
     from IPython.core.interactiveshell import InteractiveShell
     from otter import Notebook
@@ -346,7 +348,10 @@ def _run_submission(notebook: Path, name: str, tests_dir: Path, work: Path) -> d
     for test in sorted(tests_dir.glob("*.py")):
         Checker.check_if_not_already_checked(os.path.join(tests_dir_str, test.name), shell.user_ns)
     results = {tf.name: tf for tf in Checker.get_results()}  # the last check of each counts
-    return {q: float(tf.score) for q, tf in results.items()}
+    return {
+        "scores": {q: float(tf.score) for q, tf in results.items()},
+        "passed": {q: [r.passed for r in tf.test_case_results] for q, tf in results.items()},
+    }
 
 
 def _grading_server() -> int:
@@ -383,7 +388,9 @@ def _grading_server() -> int:
         pending = list(enumerate(spec["jobs"]))
         running: dict[int, tuple[int, float, Path]] = {}  # pid -> (index, start, work dir)
 
-        def report(index: int, status: str, scores: dict, message: str, seconds: float) -> None:
+        def report(
+            index: int, status: str, scores: dict, message: str, seconds: float, passed=None
+        ) -> None:
             name = spec["jobs"][index][1]
             zero = {q: 0.0 for q in possible[name]}
             full = {**zero, **{q: s for q, s in scores.items() if q in zero}}
@@ -394,6 +401,7 @@ def _grading_server() -> int:
                 "possible": possible[name],
                 "message": message,
                 "seconds": round(seconds, 3),
+                "passed": passed or {},
             }
             print(json.dumps(line), flush=True)
 
@@ -414,9 +422,7 @@ def _grading_server() -> int:
                         os.dup2(log, 1)
                         os.dup2(log, 2)
                         try:
-                            result = {
-                                "scores": _run_submission(Path(notebook), name, tests[name], work)
-                            }
+                            result = _run_submission(Path(notebook), name, tests[name], work)
                         except Exception as exc:
                             result = {"error": f"{type(exc).__name__}: {exc}"[:500]}
                         (work / "result.json").write_text(json.dumps(result))
@@ -443,7 +449,7 @@ def _grading_server() -> int:
                     result_file = work / "result.json"
                     result = json.loads(result_file.read_text()) if result_file.exists() else {}
                     if "scores" in result:
-                        report(index, "ok", result["scores"], "", elapsed)
+                        report(index, "ok", result["scores"], "", elapsed, result["passed"])
                     else:
                         why = result.get("error") or f"the grading process died ({status})"
                         report(index, "error", {}, why, elapsed)
