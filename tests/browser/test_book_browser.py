@@ -58,13 +58,14 @@ def server():
 
 
 @pytest.fixture(scope="module")
-def page(server):
+def browser(server):
+    """One headless Chromium for the whole module (Playwright allows one sync session)."""
     if CHROMIUM is None:
         pytest.skip("no Chromium here (apt-get install chromium): browser checks skipped")
     sync_api = pytest.importorskip("playwright.sync_api")
     SHOTS.mkdir(parents=True, exist_ok=True)
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(
+        b = p.chromium.launch(
             executable_path=CHROMIUM,
             args=[
                 "--no-sandbox",
@@ -74,21 +75,27 @@ def page(server):
                 "--no-first-run",
             ],
         )
-        context = browser.new_context(viewport={"width": 1280, "height": 900})
-        blocked: list[str] = []
+        yield b
+        b.close()
 
-        def only_local(route):
-            if route.request.url.startswith(server):
-                route.continue_()
-            else:  # a reader offline gets nothing from the internet, so neither do we
-                blocked.append(route.request.url)
-                route.abort()
 
-        context.route("**/*", only_local)
-        pg = context.new_page()
-        pg.blocked = blocked
-        yield pg
-        browser.close()
+@pytest.fixture(scope="module")
+def page(browser, server):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    blocked: list[str] = []
+
+    def only_local(route):
+        if route.request.url.startswith(server):
+            route.continue_()
+        else:  # a reader offline gets nothing from the internet, so neither do we
+            blocked.append(route.request.url)
+            route.abort()
+
+    context.route("**/*", only_local)
+    pg = context.new_page()
+    pg.blocked = blocked
+    yield pg
+    context.close()
 
 
 def open_page(page, url: str) -> None:
@@ -143,20 +150,6 @@ def test_sidebar_links_every_chapter(page, server):
     hrefs = page.eval_on_selector_all("nav.bd-docs-nav a", "as => as.map(a => a.href)")
     for doc in toc_pages()[1:]:
         assert any(h.split("#")[0].endswith(f"/{doc}.html") for h in hrefs), doc
-
-
-@pytest.fixture(scope="module")
-def browser(server):
-    if CHROMIUM is None:
-        pytest.skip("no Chromium here (apt-get install chromium): browser checks skipped")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        yield b
-        b.close()
 
 
 def new_reader(browser, server, width: int):
