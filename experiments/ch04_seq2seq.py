@@ -44,6 +44,7 @@ from transformer.decoding import greedy_decode
 from transformer.seq2seq import BOTTLENECK, exact_match_by_length
 from transformer.training import evaluate, train
 from transformer.utils import book_seed, machine_summary, seed_everything
+from transformer.utils import seed_spread as spread
 
 SEEDS = [book_seed() + i for i in range(3)]
 HIDDEN = [64, 128]
@@ -159,17 +160,6 @@ def ratios(seed: int) -> dict:
             "token_accuracy": float(metrics["token_accuracy"]),
         }
     return row
-
-
-def spread(values) -> dict:
-    """Mean, sample standard deviation, min and max over seeds (elementwise for lists)."""
-    values = np.asarray(values, dtype=float)
-    return {
-        "mean": np.mean(values, axis=0).tolist(),
-        "std": np.std(values, axis=0, ddof=1).tolist(),
-        "min": np.min(values, axis=0).tolist(),
-        "max": np.max(values, axis=0).tolist(),
-    }
 
 
 def run_seed(seed: int) -> dict:

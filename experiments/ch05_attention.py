@@ -29,6 +29,7 @@ from transformer.data import load_task
 from transformer.seq2seq import BOTTLENECK, run_bottleneck
 from transformer.training import evaluate, train
 from transformer.utils import machine_summary, seed_everything
+from transformer.utils import seed_spread as summary
 
 SEEDS = [0, 1, 2]
 LONG = 4  # the summary averages exact match over the LONG longest source lengths
@@ -91,15 +92,6 @@ def dates(seed: int) -> float:
         progress=False,
     )
     return float(evaluate(model, data.loader("test", batch_size=250))["exact_match"])
-
-
-def summary(values: list[float]) -> dict:
-    return {
-        "mean": float(np.mean(values)),
-        "std": float(np.std(values, ddof=1)),
-        "min": float(np.min(values)),
-        "max": float(np.max(values)),
-    }
 
 
 def main() -> None:

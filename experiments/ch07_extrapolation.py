@@ -17,7 +17,6 @@ import argparse
 import json
 import math
 import multiprocessing
-import statistics
 import time
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from torch import nn
 from transformer.attention import MultiHeadAttention
 from transformer.positional import PositionalScheme, make_positional
 from transformer.utils import machine_summary, seed_everything
+from transformer.utils import seed_spread as summary
 
 # The chapter's configuration (notebooks/07_positional_encoding.ipynb).
 V, C_SMALL, HEADS, FF, LAYERS = 10, 32, 4, 64, 2
@@ -128,15 +128,6 @@ def run_one(task: tuple[int, str, dict]) -> tuple[dict[str, float | None], float
         flush=True,
     )
     return accs, loss
-
-
-def summary(values: list[float]) -> dict:
-    return {
-        "mean": statistics.fmean(values),
-        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-        "min": min(values),
-        "max": max(values),
-    }
 
 
 def main() -> None:

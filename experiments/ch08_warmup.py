@@ -31,6 +31,7 @@ from transformer.layers import EncoderLayer
 from transformer.positional import make_positional
 from transformer.training import warmup_inverse_sqrt
 from transformer.utils import machine_summary, seed_everything
+from transformer.utils import seed_spread as summary
 
 # The chapter's configuration (notebooks/08_transformer_blocks.ipynb).
 DEPTH, STEPS, BATCH, LR, WARMUP = 6, 300, 64, 1e-2, 150
@@ -120,15 +121,6 @@ def run_one(task: tuple[int, str]) -> tuple[list[float], float]:
         flush=True,
     )
     return curve, acc
-
-
-def summary(values: list[float]) -> dict:
-    return {
-        "mean": statistics.fmean(values),
-        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-        "min": min(values),
-        "max": max(values),
-    }
 
 
 def main() -> None:

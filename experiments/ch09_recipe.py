@@ -31,7 +31,6 @@ import argparse
 import dataclasses
 import json
 import math
-import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -44,6 +43,7 @@ from transformer.decoding import beam_search, greedy_decode
 from transformer.model import Transformer, TransformerConfig
 from transformer.training import label_smoothing_loss, train, warmup_inverse_sqrt_scheduler
 from transformer.utils import book_seed, machine_summary, seed_everything
+from transformer.utils import seed_spread as spread
 
 NAME = "ch09_recipe"
 RESULTS = Path(__file__).resolve().parent / "results" / f"{NAME}.json"
@@ -169,15 +169,6 @@ def run(variant: str, seed: int) -> dict:
         "checkpoints": results,
         "cpu_seconds": time.process_time() - cpu0,
         "wall_seconds": time.perf_counter() - wall0,
-    }
-
-
-def spread(values: list[float]) -> dict[str, float]:
-    return {
-        "mean": statistics.fmean(values),
-        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-        "min": min(values),
-        "max": max(values),
     }
 
 

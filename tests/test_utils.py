@@ -101,3 +101,16 @@ def test_experiment_results_walks_up_and_explains_a_missing_table(tmp_path):
         experiment_results("ch99_other", start=nested)
     summary = machine_summary()
     assert summary["torch"] == torch.__version__ and summary["cores"] >= 1
+
+
+def test_seed_spread_of_numbers_and_of_curves():
+    from transformer.utils import seed_spread
+
+    s = seed_spread([0.9, 0.8, 1.0])
+    assert s["mean"] == pytest.approx(0.9) and s["std"] == pytest.approx(0.1)
+    assert (s["min"], s["max"]) == (0.8, 1.0)
+    assert seed_spread([0.5]) == {"mean": 0.5, "std": 0.0, "min": 0.5, "max": 0.5}
+    curves = seed_spread([[1.0, 2.0], [3.0, 4.0]])
+    assert curves["mean"] == [2.0, 3.0] and curves["min"] == [1.0, 2.0]
+    with pytest.raises(ValueError, match="one value"):
+        seed_spread([])

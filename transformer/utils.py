@@ -155,3 +155,25 @@ def experiment_results(name: str, start: str | Path | None = None) -> dict[str, 
         f"no stored results {name!r} in experiments/results/ above {here}; "
         f"run `python experiments/{name}.py` from the repository root to make them"
     )
+
+
+def seed_spread(values: Any) -> dict[str, Any]:
+    """Mean, sample standard deviation, min and max over seeds, as a multi-seed table stores them.
+
+    Args:
+        values: one number per seed, or one equal-length list per seed (then every
+            statistic is taken position by position and comes back as a list).
+
+    Returns:
+        ``{"mean", "std", "min", "max"}``; ``std`` is 0 for a single seed.
+    """
+    array = np.asarray(values, dtype=float)
+    if array.ndim == 0 or array.shape[0] == 0:
+        raise ValueError("seed_spread needs one value (or one list) per seed, got none")
+    std = np.std(array, axis=0, ddof=1) if array.shape[0] > 1 else np.zeros(array.shape[1:])
+    return {
+        "mean": np.mean(array, axis=0).tolist(),
+        "std": np.asarray(std).tolist(),
+        "min": np.min(array, axis=0).tolist(),
+        "max": np.max(array, axis=0).tolist(),
+    }
