@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from transformer.attention import MultiHeadAttention
+from transformer.multihead import MultiHeadAttention
 
 B, C, H = 32, 128, 4
 LENGTHS = (32, 128, 512)

@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from transformer.data import load_task
-from transformer.rnn import SequenceClassifier
+from transformer.rnn_tools import SequenceClassifier
+from transformer.tasks import load_task
 from transformer.utils import machine_summary, seed_everything
 
 SEEDS = [0, 1, 2]

@@ -39,9 +39,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from transformer.bottleneck import BOTTLENECK, exact_match_by_length
 from transformer.data import pad_sequences
 from transformer.decoding import greedy_decode
-from transformer.seq2seq import BOTTLENECK, exact_match_by_length
 from transformer.training import evaluate, train
 from transformer.utils import book_seed, machine_summary, seed_everything
 from transformer.utils import seed_spread as spread

@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from transformer.attention import AttentionSeq2Seq
-from transformer.data import load_task
-from transformer.seq2seq import BOTTLENECK, run_bottleneck
+from transformer.attention_seq2seq import AttentionSeq2Seq
+from transformer.bottleneck import BOTTLENECK, run_bottleneck
+from transformer.tasks import load_task
 from transformer.training import evaluate, train
 from transformer.utils import machine_summary, seed_everything
 from transformer.utils import seed_spread as summary

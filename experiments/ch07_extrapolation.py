@@ -24,8 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from transformer.attention import MultiHeadAttention
-from transformer.positional import PositionalScheme, make_positional
+from transformer.multihead import MultiHeadAttention
+from transformer.positional import PositionalScheme
+from transformer.relative import make_positional
 from transformer.utils import machine_summary, seed_everything
 from transformer.utils import seed_spread as summary
 

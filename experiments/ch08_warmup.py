@@ -26,10 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from transformer.data import load_task
 from transformer.layers import EncoderLayer
-from transformer.positional import make_positional
-from transformer.training import warmup_inverse_sqrt
+from transformer.relative import make_positional
+from transformer.schedules import warmup_inverse_sqrt
+from transformer.tasks import load_task
 from transformer.utils import machine_summary, seed_everything
 from transformer.utils import seed_spread as summary
 

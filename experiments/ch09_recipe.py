@@ -38,10 +38,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from transformer.data import load_task, pad_sequences
-from transformer.decoding import beam_search, greedy_decode
-from transformer.model import Transformer, TransformerConfig
-from transformer.training import label_smoothing_loss, train, warmup_inverse_sqrt_scheduler
+from transformer.beam import beam_search
+from transformer.config import TransformerConfig
+from transformer.data import pad_sequences
+from transformer.decoding import greedy_decode
+from transformer.label_smoothing import label_smoothing_loss
+from transformer.model import Transformer
+from transformer.schedules import warmup_inverse_sqrt_scheduler
+from transformer.tasks import load_task
+from transformer.training import train
 from transformer.utils import book_seed, machine_summary, seed_everything
 from transformer.utils import seed_spread as spread
 

@@ -15,14 +15,14 @@ from torch.testing import assert_close
 from transformer.attention import (
     AdditiveAttention,
     DotProductAttention,
-    KVCache,
-    MultiHeadAttention,
     NadarayaWatson,
     dot_product_scores,
     masked_softmax,
     nadaraya_watson,
     scaled_dot_product_attention,
 )
+from transformer.kv_cache import KVCache
+from transformer.multihead import MultiHeadAttention
 
 TOL = {"atol": 1e-5, "rtol": 1e-4}
 
@@ -494,7 +494,7 @@ def test_fused_path_with_bias_and_fully_masked_row_gives_zeros():
 
 @pytest.mark.parametrize("cell,score", [("gru", "additive"), ("lstm", "dot"), ("rnn", "additive")])
 def test_attention_seq2seq_step_by_step_matches_forward(cell, score):
-    from transformer.attention import AttentionSeq2Seq
+    from transformer.attention_seq2seq import AttentionSeq2Seq
 
     torch.manual_seed(0)
     model = AttentionSeq2Seq(11, 9, emb_size=8, hidden_size=12, cell=cell, score=score).eval()
@@ -513,7 +513,7 @@ def test_attention_seq2seq_step_by_step_matches_forward(cell, score):
 
 
 def test_attention_seq2seq_ignores_extra_padding_and_reorders_state():
-    from transformer.attention import AttentionSeq2Seq
+    from transformer.attention_seq2seq import AttentionSeq2Seq
 
     torch.manual_seed(0)
     model = AttentionSeq2Seq(11, 9, emb_size=8, hidden_size=12).eval()
@@ -531,7 +531,7 @@ def test_attention_seq2seq_ignores_extra_padding_and_reorders_state():
 
 
 def test_attention_seq2seq_learns_to_copy_a_batch():
-    from transformer.attention import AttentionSeq2Seq
+    from transformer.attention_seq2seq import AttentionSeq2Seq
 
     torch.manual_seed(0)
     model = AttentionSeq2Seq(14, 14, emb_size=16, hidden_size=32)
@@ -581,21 +581,25 @@ def test_kv_cache_select_leaves_the_original_alone():
 
 
 @pytest.mark.parametrize("positional", [None, ToyRotary()])
-def test_step_matches_forward_with_a_cache(positional):
-    """MultiHeadAttention.step (one position, stacked projection) = forward with a cache."""
+def test_fast_attention_step_matches_forward_with_a_cache(positional):
+    """The one-position step (stacked projection, transformer.fast) = forward with a cache."""
+    from transformer.fast import attention_step, attention_weights
+
     torch.manual_seed(0)
     mha = MultiHeadAttention(16, 4).eval()
     x = torch.randn(3, 6, 16)
     c1, c2 = KVCache(), KVCache()
-    weights = mha.step_weights()
+    weights = attention_weights(mha)
     assert weights.w_in.shape == (48, 16)
     for t in range(6):
         want, _ = mha(x[:, t : t + 1], cache=c1, positional=positional)
-        got = mha.step(x[:, t], c2, weights=weights, positional=positional, pos=t)
+        got = attention_step(mha, x[:, t], c2, weights, positional=positional, pos=t)
         assert_close(got, want[:, 0], **TOL)
 
 
-def test_cross_step_fills_its_static_cache_once_and_masks():
+def test_fast_cross_step_reads_its_static_cache_and_masks():
+    from transformer.fast import attention_step, attention_weights, fill_cross_cache
+
     torch.manual_seed(0)
     mha = MultiHeadAttention(16, 4, kdim=10, vdim=10).eval()
     mem = torch.randn(2, 5, 10)
@@ -603,15 +607,24 @@ def test_cross_step_fills_its_static_cache_once_and_masks():
     x = torch.randn(2, 3, 16)
     want, _ = mha(x, mem, mask=mask)
     cache = KVCache(static=True)
-    with pytest.raises(ValueError, match="memory="):
-        mha.step(x[:, 0], cache, mask)
-    got = [mha.step(x[:, t], cache, mask, memory=mem if t == 0 else None) for t in range(3)]
+    fill_cross_cache(mha, cache, mem)
+    w = attention_weights(mha, cross=True)
+    got = [attention_step(mha, x[:, t], cache, w, mask) for t in range(3)]
     assert len(cache) == 5
     assert_close(torch.stack(got, 1), want, **TOL)
     with pytest.raises(ValueError, match="kdim == vdim"):
-        mha.step_weights()  # keys of another size cannot share one stacked matrix
-    with pytest.raises(RuntimeError, match="eval"):
-        mha.train().step(x[:, 0], cache, mask)
+        attention_weights(mha)  # keys of another size cannot share one stacked matrix
+
+
+def test_static_cache_of_forward_projects_the_memory_once():
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(16, 4).eval()
+    mem, x = torch.randn(2, 5, 16), torch.randn(2, 3, 16)
+    want, _ = mha(x, mem)
+    cache = KVCache(static=True)
+    got = [mha(x[:, t : t + 1], mem if t == 0 else None, cache=cache)[0] for t in range(3)]
+    assert len(cache) == 5
+    assert_close(torch.cat(got, 1), want, **TOL)
 
 
 @pytest.mark.parametrize("fused", [True, False])

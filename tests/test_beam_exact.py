@@ -18,7 +18,7 @@ import pytest
 import torch
 from torch import nn
 
-from transformer.decoding import beam_search
+from transformer.beam import beam_search
 
 PAD, BOS, EOS = 0, 1, 2
 

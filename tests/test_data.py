@@ -6,17 +6,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from transformer.data import (
+from transformer.data import Batch, Vocab, collate_pairs, lengths_to_mask, pad_sequences
+from transformer.tasks import (
     DATE_LANGUAGES,
     TASKS,
-    Batch,
-    Vocab,
-    collate_pairs,
     date_formats,
-    lengths_to_mask,
     load_task,
     make_pairs,
-    pad_sequences,
     text_corpus,
 )
 

@@ -8,10 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from transformer.attention import KVCache
-from transformer.decoding import beam_search, greedy_decode, greedy_decode_with_cache
-from transformer.model import Transformer, TransformerConfig
-from transformer.positional import RelativePositionRepresentations
+from transformer.beam import beam_search, greedy_decode_with_cache
+from transformer.config import TransformerConfig
+from transformer.decoding import greedy_decode
+from transformer.fast import FastDecoding, FastDecodingState
+from transformer.model import Transformer
 
 BOS, EOS, PAD = 1, 2, 0
 
@@ -40,12 +41,13 @@ def _src(seed: int = 0) -> torch.Tensor:
     return src
 
 
-def _assert_steps_agree(model: Transformer, states: list, n_steps: int) -> list:
-    """Feed every state the same tokens (the first state's greedy choices) and check
-    that all of them give the same logits at every step; returns the final states."""
-    prev = torch.full((states[0].memory.shape[0],), BOS)
+def _assert_steps_agree(models: list, states: list, n_steps: int) -> list:
+    """Feed every (model, state) the same tokens (the first one's greedy choices) and
+    check that all give the same logits at every step; returns the final states."""
+    first = states[0].inner if isinstance(states[0], FastDecodingState) else states[0]
+    prev = torch.full((first.memory.shape[0],), BOS)
     for _ in range(n_steps):
-        outs = [model.step(prev, s) for s in states]
+        outs = [m.step(prev, s) for m, s in zip(models, states)]
         states = [s for _, s in outs]
         for logits, _ in outs[1:]:
             torch.testing.assert_close(logits, outs[0][0], atol=1e-5, rtol=1e-5)
@@ -71,7 +73,7 @@ def test_cached_step_logits_equal_uncached() -> None:
     with torch.no_grad():
         a, b = model.start(src, use_cache=True), model.start(src, use_cache=False)
         assert a.caches is not None and b.caches is None
-        a, b = _assert_steps_agree(model, [a, b], 12)
+        a, b = _assert_steps_agree([model, model], [a, b], 12)
         assert len(a.caches[0][0]) == 12  # one cached key per fed token
         assert len(a.caches[0][1]) == src.shape[1]  # cross-attention: the source, once
 
@@ -230,49 +232,75 @@ def _distinct_norms(model: Transformer) -> Transformer:
 
 @pytest.mark.parametrize("positional", SCHEMES)
 @pytest.mark.parametrize("norm_first", [False, True])
-def test_step_path_gives_the_logits_of_the_general_path(positional: str, norm_first: bool) -> None:
-    """Three ways to get the next-token logits agree at every step: the inference step
-    (weights gathered once), the general layers with a cache, and no cache at all."""
+def test_fast_path_gives_the_logits_of_the_teaching_path(positional: str, norm_first: bool) -> None:
+    """Three ways to get the next-token logits agree at every step: the fast one-position
+    path (weights gathered once), the general layers with a cache, and no cache at all."""
     model = _model(4, positional=positional, norm_first=norm_first, activation="gelu")
     model = _distinct_norms(model).eval()
+    fast = FastDecoding(model)
     src = _src(4)  # rows 1 and 3 are padded: the cross-attention mask matters
     with torch.no_grad():
-        lean, general, full = (model.start(src, use_cache=c) for c in (True, True, False))
-        general.step_weights = None  # force the general layers
-        assert lean.step_weights is not None  # eval mode: the step path
-        _assert_steps_agree(model, [lean, general, full], 10)
+        states = [fast.start(src), model.start(src), model.start(src, use_cache=False)]
+        _assert_steps_agree([fast, model, model], states, 10)
 
 
-def test_step_path_without_biases_and_with_final_norm() -> None:
+def test_fast_path_without_biases_and_with_final_norm() -> None:
     model = _distinct_norms(_model(5, bias=False, norm_first=True, tie_output=True)).eval()
     assert model.decoder.norm is not None  # pre-LN stacks end with a norm
-    src = _src(5)
+    fast, src = FastDecoding(model), _src(5)
     with torch.no_grad():
-        a, b = model.start(src), model.start(src, use_cache=False)
-        assert a.step_weights is not None
-        _assert_steps_agree(model, [a, b], 6)
+        _assert_steps_agree([fast, model], [fast.start(src), model.start(src)], 6)
 
 
-def test_value_vectors_take_the_general_path() -> None:
-    """Shaw et al.'s value term needs the weights themselves: no step path for it."""
-    model = _model(8, positional="relative").eval()
-    shaw = RelativePositionRepresentations(head_dim=8, values=True)
-    model.encoder.positional = model.decoder.positional = shaw
+def test_fast_greedy_and_beam_give_the_teaching_paths_tokens() -> None:
+    model = _model(7).eval()
+    fast, src = FastDecoding(model), _src(7)
+    assert torch.equal(greedy_decode(fast, src, 15), greedy_decode(model, src, 15))
+    a, sa = beam_search(fast, src, 15, beam_size=3, return_scores=True)
+    b, sb = beam_search(model, src, 15, beam_size=3, return_scores=True)
+    assert torch.equal(a, b)
+    torch.testing.assert_close(sa, sb)
+
+
+def test_value_vectors_are_refused_by_the_fast_path() -> None:
+    """Shaw et al.'s value term needs the weights themselves: the model's own step."""
+    model = _model(8, positional="relative", positional_options={"values": True}).eval()
+    with pytest.raises(ValueError, match="value vectors"):
+        FastDecoding(model)
     src = _src(8)
     with torch.no_grad():
-        a, b = model.start(src), model.start(src, use_cache=False)
-        assert a.step_weights is None and a.caches is not None
-        _assert_steps_agree(model, [a, b], 5)
-    with pytest.raises(ValueError, match="value vectors"):
-        model.decoder.layers[0].self_attn.step(torch.zeros(5, 32), KVCache(), positional=shaw)
+        _assert_steps_agree(
+            [model, model], [model.start(src), model.start(src, use_cache=False)], 5
+        )
 
 
-def test_training_mode_takes_the_general_path() -> None:
-    model = _model(6)  # training mode: dropout is active, no step weights
-    state = model.start(_src(6))
-    assert state.step_weights is None and state.caches is not None
+def test_fast_path_refuses_training_mode() -> None:
+    model = _model(6)  # training mode: dropout is active
     with pytest.raises(RuntimeError, match="eval"):
-        model.decoder.layers[0].self_attn.step(torch.zeros(5, 32), KVCache())
+        FastDecoding(model).start(_src(6))
+
+
+@pytest.mark.parametrize("use_fast", [False, True])
+def test_a_fed_pad_is_hidden_as_teacher_forcing_hides_it(use_fast: bool) -> None:
+    """Bug: a generated <pad> before <eos> was masked by forward but attended by step,
+    so beam scores disagreed with teacher-forced rescoring of the same tokens."""
+    model = _model(9).eval()
+    decoder = FastDecoding(model) if use_fast else model
+    src = _src(9)
+    fed = torch.tensor([BOS, 5, PAD, 7, 6])  # a pad in the middle of the fed tokens
+    tgt_in = fed.expand(src.shape[0], -1)  # (B, 5)
+    with torch.no_grad():
+        want = torch.log_softmax(model(src, tgt_in), -1)  # (B, 5, V), teacher forced
+        state = decoder.start(src)
+        for t in range(len(fed)):
+            logits, state = decoder.step(tgt_in[:, t], state)
+            got = torch.log_softmax(logits, -1)
+            if t != 2:  # the pad position's own output is never used
+                torch.testing.assert_close(got, want[:, t], atol=1e-5, rtol=1e-5)
+        uncached = model.start(src, use_cache=False)
+        for t in range(len(fed)):
+            logits, uncached = model.step(tgt_in[:, t], uncached)
+        torch.testing.assert_close(torch.log_softmax(logits, -1), want[:, -1], atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("beam_size", [2, 4])

@@ -119,7 +119,7 @@ def test_decoder_layer_is_causal() -> None:
 
 @pytest.mark.parametrize("norm_first", [False, True])
 def test_decoder_layer_cache_matches_full_pass(norm_first: bool) -> None:
-    from transformer.attention import KVCache
+    from transformer.kv_cache import KVCache
 
     torch.manual_seed(4)
     layer = DecoderLayer(C, H, F_, norm_first=norm_first).eval()
@@ -172,7 +172,7 @@ def test_clear_errors() -> None:
 
 
 def test_fast_dropout_statistics_and_gradient() -> None:
-    from transformer.layers import FastDropout
+    from transformer.fast import FastDropout
 
     torch.manual_seed(6)
     drop = FastDropout(0.1)
@@ -198,7 +198,7 @@ def test_fast_dropout_statistics_and_gradient() -> None:
 def test_fast_dropout_is_a_dropout_that_reads_p_at_call_time() -> None:
     from torch import nn
 
-    from transformer.layers import FastDropout
+    from transformer.fast import FastDropout
 
     drop = FastDropout(0.1)
     assert isinstance(drop, nn.Dropout)
@@ -213,7 +213,7 @@ def test_fast_dropout_is_a_dropout_that_reads_p_at_call_time() -> None:
 
 @pytest.mark.parametrize("p", [0.999985, 0.99999, 1.0])
 def test_fast_dropout_near_one_drops_everything(p) -> None:
-    from transformer.layers import FastDropout
+    from transformer.fast import FastDropout
 
     y = FastDropout(p)(torch.ones(100, 100))
     assert torch.isfinite(y).all()
@@ -222,7 +222,7 @@ def test_fast_dropout_near_one_drops_everything(p) -> None:
 
 def test_fast_dropout_mask_unchanged_at_the_book_rates() -> None:
     # The chapters' stored results depend on the exact mask at p = 0.1.
-    from transformer.layers import FastDropout
+    from transformer.fast import FastDropout
 
     x = torch.ones(64, 33)
     torch.manual_seed(3)

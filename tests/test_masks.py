@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.testing import assert_close
 
-from transformer.attention import MultiHeadAttention
 from transformer.masks import causal_mask, combine_masks, decoder_self_mask, padding_mask
+from transformer.multihead import MultiHeadAttention
 
 
 def test_causal_mask_matches_torch_square_subsequent_mask():

@@ -11,13 +11,9 @@ import pytest
 import torch
 from torch import nn
 
-from transformer.model import (
-    CheckpointError,
-    Transformer,
-    TransformerConfig,
-    load_checkpoint,
-    save_checkpoint,
-)
+from transformer.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from transformer.config import TransformerConfig
+from transformer.model import Transformer
 
 SV, TV = 19, 13
 
@@ -297,7 +293,7 @@ def test_checkpoint_errors(tmp_path: os.PathLike[str]) -> None:
         load_checkpoint(garbage)
     foreign = os.path.join(tmp_path, "foreign.pt")
     torch.save(model.state_dict(), foreign)  # a bare state dict, not our format
-    with pytest.raises(CheckpointError, match="not a Transformer checkpoint"):
+    with pytest.raises(CheckpointError, match="not a checkpoint written by save_checkpoint"):
         load_checkpoint(foreign)
     # weights that do not fit the stored config
     payload = torch.load(good, weights_only=True)

@@ -111,3 +111,24 @@ def test_table_of_contents_matches_the_notebooks():
         assert f"notebooks/{nb.stem}" in listed, f"{nb.name} is not in _toc.yml"
     chapters = [int(re.match(r"notebooks/(\d\d)_", f).group(1)) for f in files if f in listed]
     assert chapters == sorted(chapters), "chapters must appear in reading order"
+
+
+#: "About 450 lines": a module a reader can hold in mind, with room for docstrings.
+MAX_MODULE_LINES = 500
+
+
+@pytest.mark.parametrize("module", sorted(p.stem for p in PACKAGE.glob("[a-z]*.py")))
+def test_module_is_short_enough_to_read(module):
+    lines = (PACKAGE / f"{module}.py").read_text().count("\n")
+    assert lines <= MAX_MODULE_LINES, (
+        f"transformer/{module}.py has {lines} lines; split it by concept "
+        f"(at most {MAX_MODULE_LINES})"
+    )
+
+
+def test_teaching_modules_never_import_the_fast_paths():
+    for path in PACKAGE.glob("[a-z]*.py"):
+        if path.stem == "fast":
+            continue
+        deps = imported_modules(path.read_text(), relative_to_package=True)
+        assert "fast" not in deps, f"{path.name} imports transformer.fast"

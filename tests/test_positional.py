@@ -10,22 +10,25 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from transformer.attention import KVCache, MultiHeadAttention
+from transformer.kv_cache import KVCache
+from transformer.multihead import MultiHeadAttention
 from transformer.positional import (
-    POSITIONAL_SCHEMES,
-    ALiBi,
     LearnedPositionalEmbedding,
     NoPositionalEncoding,
     PositionalScheme,
-    RelativePositionRepresentations,
-    RotaryEmbedding,
     SinusoidalPositionalEncoding,
-    T5RelativeBias,
-    alibi_slopes,
-    make_positional,
     relative_distances,
     sinusoidal_shift_matrix,
     sinusoidal_table,
+)
+from transformer.relative import (
+    POSITIONAL_SCHEMES,
+    ALiBi,
+    RelativePositionRepresentations,
+    RotaryEmbedding,
+    T5RelativeBias,
+    alibi_slopes,
+    make_positional,
     t5_bucket,
 )
 

@@ -9,17 +9,9 @@ from hypothesis import strategies as st
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from transformer.rnn import (
-    GRU,
-    LSTM,
-    RNN,
-    GRUCell,
-    LSTMCell,
-    RNNCell,
-    SequenceClassifier,
-    gradient_norm_by_distance,
-    load_torch_weights,
-)
+from transformer.gated import GRU, LSTM, GRUCell, LSTMCell
+from transformer.rnn import RNN, RNNCell, load_torch_weights
+from transformer.rnn_tools import SequenceClassifier, gradient_norm_by_distance
 
 F64 = torch.float64
 TOL = {"rtol": 1e-7, "atol": 1e-9}  # float64: far tighter than the 1e-5 the book promises

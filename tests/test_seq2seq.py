@@ -8,16 +8,15 @@ import pytest
 import torch
 from torch import nn
 
-from transformer.data import load_task
-from transformer.decoding import greedy_decode
-from transformer.seq2seq import (
+from transformer.bottleneck import (
     BOTTLENECK,
     BottleneckSetup,
-    Seq2Seq,
-    context_vector,
     exact_match_by_length,
     run_bottleneck,
 )
+from transformer.decoding import greedy_decode
+from transformer.seq2seq import Seq2Seq, context_vector
+from transformer.tasks import load_task
 from transformer.training import evaluate, train
 from transformer.utils import seed_everything
 

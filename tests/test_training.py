@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from transformer.data import load_task
+from transformer.tasks import load_task
 from transformer.training import History, evaluate, sequence_cross_entropy, train
 
 PAD = 0

@@ -8,19 +8,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from transformer.data import load_task
+from transformer.config import TransformerConfig
 from transformer.decoding import greedy_decode
-from transformer.model import Transformer, TransformerConfig
-from transformer.training import (
-    evaluate,
-    label_smoothed_cross_entropy,
-    label_smoothing_loss,
-    noam_rate,
-    sequence_cross_entropy,
-    train,
-    warmup_inverse_sqrt,
-    warmup_inverse_sqrt_scheduler,
-)
+from transformer.label_smoothing import label_smoothed_cross_entropy, label_smoothing_loss
+from transformer.model import Transformer
+from transformer.schedules import noam_rate, warmup_inverse_sqrt, warmup_inverse_sqrt_scheduler
+from transformer.tasks import load_task
+from transformer.training import evaluate, sequence_cross_entropy, train
 from transformer.utils import seed_everything
 
 

@@ -20,20 +20,17 @@ Masks are boolean with ``True`` = may attend, broadcastable to (B, H, T, S).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from transformer.attention import KVCache, MultiHeadAttention, StepWeights
+from transformer.multihead import AttentionCache, MultiHeadAttention
 
 __all__ = [
     "ACTIVATIONS",
     "DecoderLayer",
-    "DecoderLayerStepWeights",
     "EncoderLayer",
-    "FastDropout",
     "PositionwiseFeedForward",
 ]
 
@@ -79,45 +76,6 @@ def _copy_common(ours: nn.Module, theirs: nn.Module, norms: int) -> None:
         mine.bias.copy_(other.bias)
 
 
-class FastDropout(nn.Dropout):
-    """Inverted dropout whose random mask costs one integer draw per two elements.
-
-    Same semantics as ``nn.Dropout(p)`` (it is one: ``isinstance(m, nn.Dropout)``
-    holds, and ``m.p`` may be changed at any time): in training each element is
-    zeroed with probability ``p`` and the survivors are scaled by ``1 / (1 - p)``; in
-    eval mode it is the identity. ``F.dropout`` draws one Bernoulli sample per
-    element, which on a CPU took a fifth to a third of a whole Transformer training
-    step. Here one call to ``random_`` fills 32-bit integers; each supplies two 15-bit
-    uniform numbers, compared with ``round(p * 2**15)``. The drop probability is
-    therefore ``p`` rounded to a multiple of 2**-15 (0.1 becomes 0.100006); a ``p``
-    that rounds to 1 drops everything, as ``nn.Dropout(1.0)`` does.
-
-    Shape:
-        x: any -> same shape.
-    """
-
-    def __init__(self, p: float = 0.1) -> None:
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"dropout probability must be in [0, 1], got {p}")
-        super().__init__(p)
-
-    def forward(self, x: Tensor) -> Tensor:
-        p = float(self.p)  # read at every call, so that setting .p takes effect
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"dropout probability must be in [0, 1], got {p}")
-        threshold = round(p * 2**15)
-        if not self.training or threshold == 0:
-            return x
-        if threshold >= 2**15:  # every 15-bit number is below it: drop everything
-            return x * 0.0
-        n = x.numel()
-        bits = torch.empty((n + 1) // 2, dtype=torch.int32, device=x.device).random_()
-        # random_() fills [0, 2**31): both 16-bit halves have 15 uniform low bits.
-        r = bits.view(torch.int16)[:n].view(x.shape) & 0x7FFF
-        keep = (r >= threshold).to(x.dtype) * (1.0 / (1.0 - p))
-        return x * keep
-
-
 class PositionwiseFeedForward(nn.Module):
     """Two linear maps with a non-linearity between them, applied at every position.
 
@@ -154,7 +112,7 @@ class PositionwiseFeedForward(nn.Module):
         self.activation = _activation(activation)
         self.linear1 = nn.Linear(d_model, d_ff, bias=bias)
         self.linear2 = nn.Linear(d_ff, d_model, bias=bias)
-        self.dropout = FastDropout(dropout)
+        self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         """Apply the network to every position of ``x`` (B, T, C)."""
@@ -210,8 +168,8 @@ class EncoderLayer(nn.Module):
         self.ffn = PositionwiseFeedForward(d_model, d_ff, dropout, activation, bias)
         self.norm1 = nn.LayerNorm(d_model, eps=layer_norm_eps)
         self.norm2 = nn.LayerNorm(d_model, eps=layer_norm_eps)
-        self.dropout1 = FastDropout(dropout)
-        self.dropout2 = FastDropout(dropout)
+        self.dropout1 = nn.Dropout(dropout)
+        self.dropout2 = nn.Dropout(dropout)
 
     def copy_from_torch(self, layer: nn.TransformerEncoderLayer) -> EncoderLayer:
         """Copy the weights of a ``torch.nn.TransformerEncoderLayer`` of the same shape."""
@@ -229,9 +187,17 @@ class EncoderLayer(nn.Module):
         mask: Tensor | None,
         positional: nn.Module | None,
         need_weights: bool,
+        q_pos: Tensor | None,
+        cache: AttentionCache | None,
     ) -> tuple[Tensor, Tensor | None]:
         out, weights = self.self_attn(
-            x, mask=mask, positional=positional, need_weights=need_weights, average_weights=False
+            x,
+            mask=mask,
+            positional=positional,
+            q_pos=q_pos,
+            cache=cache,
+            need_weights=need_weights,
+            average_weights=False,
         )
         return self.dropout1(out), weights
 
@@ -241,6 +207,8 @@ class EncoderLayer(nn.Module):
         mask: Tensor | None = None,
         *,
         positional: nn.Module | None = None,
+        q_pos: Tensor | None = None,
+        cache: AttentionCache | None = None,
         need_weights: bool = False,
     ) -> Tensor | tuple[Tensor, Tensor]:
         """Run the layer.
@@ -248,9 +216,13 @@ class EncoderLayer(nn.Module):
         Args:
             x: input (B, S, C).
             mask: bool, True = may attend, broadcastable to (B, H, S, S); usually the
-                source padding mask of shape (B, 1, 1, S).
+                source padding mask of shape (B, 1, 1, S). Under a causal mask this
+                layer is the block of a decoder-only model (chapter 10).
             positional: a positional scheme whose ``rotate``/``score_bias`` hooks the
                 self-attention applies (RoPE, relative biases); ``None`` for none.
+            q_pos: positions (S,) of the inputs (default: continue after the cache).
+            cache: a growing key/value cache (chapter 9), for decoding one new
+                position at a time through a decoder-only stack.
             need_weights: also return the attention weights (B, H, S, S).
 
         Returns:
@@ -258,32 +230,16 @@ class EncoderLayer(nn.Module):
         """
         _check_model_input(x, self.d_model, "x")
         if self.norm_first:
-            sa, w = self._sa(self.norm1(x), mask, positional, need_weights)
+            sa, w = self._sa(self.norm1(x), mask, positional, need_weights, q_pos, cache)
             x = x + sa  # (B, S, C)
             x = x + self.dropout2(self.ffn(self.norm2(x)))
         else:
-            sa, w = self._sa(x, mask, positional, need_weights)
+            sa, w = self._sa(x, mask, positional, need_weights, q_pos, cache)
             x = self.norm1(x + sa)
             x = self.norm2(x + self.dropout2(self.ffn(x)))
         if need_weights:
             return x, w
         return x
-
-
-class DecoderLayerStepWeights(NamedTuple):
-    """A decoder layer's weights arranged for :meth:`DecoderLayer.step`.
-
-    Attributes:
-        self_attn, cross_attn: see :class:`~transformer.attention.StepWeights`.
-        ffn: ``(w1, b1, w2, b2, activation)`` of the feed-forward network.
-        norms: ``(shape, weight, bias, eps)`` of norm1..norm3, the arguments of
-            ``F.layer_norm`` after the input.
-    """
-
-    self_attn: StepWeights
-    cross_attn: StepWeights
-    ffn: tuple[Tensor, Tensor | None, Tensor, Tensor | None, Callable[[Tensor], Tensor]]
-    norms: tuple[tuple[tuple[int], Tensor, Tensor, float], ...]
 
 
 class DecoderLayer(nn.Module):
@@ -331,9 +287,9 @@ class DecoderLayer(nn.Module):
         self.norm1 = nn.LayerNorm(d_model, eps=layer_norm_eps)
         self.norm2 = nn.LayerNorm(d_model, eps=layer_norm_eps)
         self.norm3 = nn.LayerNorm(d_model, eps=layer_norm_eps)
-        self.dropout1 = FastDropout(dropout)
-        self.dropout2 = FastDropout(dropout)
-        self.dropout3 = FastDropout(dropout)
+        self.dropout1 = nn.Dropout(dropout)
+        self.dropout2 = nn.Dropout(dropout)
+        self.dropout3 = nn.Dropout(dropout)
 
     def copy_from_torch(self, layer: nn.TransformerDecoderLayer) -> DecoderLayer:
         """Copy the weights of a ``torch.nn.TransformerDecoderLayer`` of the same shape."""
@@ -355,7 +311,7 @@ class DecoderLayer(nn.Module):
         *,
         positional: nn.Module | None = None,
         q_pos: Tensor | None = None,
-        cache: tuple[KVCache, KVCache] | None = None,
+        cache: tuple[AttentionCache, AttentionCache] | None = None,
         need_weights: bool = False,
     ) -> Tensor | tuple[Tensor, tuple[Tensor, Tensor]]:
         """Run the layer.
@@ -424,61 +380,3 @@ class DecoderLayer(nn.Module):
         if need_weights:
             return x, (ws, wc)
         return x
-
-    def step_weights(self) -> DecoderLayerStepWeights:
-        """The layer's weights arranged for :meth:`step`, gathered once per decode."""
-        norms = tuple(
-            ((self.d_model,), n.weight, n.bias, n.eps) for n in (self.norm1, self.norm2, self.norm3)
-        )
-        f = self.ffn
-        return DecoderLayerStepWeights(
-            self.self_attn.step_weights(),
-            self.multihead_attn.step_weights(cross=True),
-            (f.linear1.weight, f.linear1.bias, f.linear2.weight, f.linear2.bias, f.activation),
-            norms,  # type: ignore[arg-type]
-        )
-
-    def step(
-        self,
-        x: Tensor,
-        cache: tuple[KVCache, KVCache],
-        memory_mask: Tensor | None = None,
-        *,
-        weights: DecoderLayerStepWeights | None = None,
-        memory: Tensor | None = None,
-        positional: nn.Module | None = None,
-        pos: int = 0,
-    ) -> Tensor:
-        """One new position per row through the layer: cached decoding's inner loop.
-
-        The same numbers as :meth:`forward` on that position with ``cache``, in fewer
-        operations (see :meth:`MultiHeadAttention.step`). Inference only.
-
-        Args:
-            x: the new position (B, C).
-            cache: ``(self_cache, cross_cache)``; an empty cross cache is filled from
-                ``memory``.
-            memory_mask: bool (B, 1, 1, S), True at real source tokens.
-            weights: from :meth:`step_weights` (gathered here when omitted).
-            positional, pos: the self-attention's positional hooks and the position.
-
-        Shape:
-            x: (B, C) -> (B, C)
-        """
-        w = self.step_weights() if weights is None else weights
-        self_cache, cross_cache = cache
-        sa, ca = self.self_attn, self.multihead_attn
-        n1, n2, n3 = w.norms
-        w1, b1, w2, b2, act = w.ffn
-        ws, wc = w.self_attn, w.cross_attn
-        if self.norm_first:
-            h = F.layer_norm(x, *n1)
-            x = x + sa.step(h, self_cache, weights=ws, positional=positional, pos=pos)
-            h = F.layer_norm(x, *n2)
-            x = x + ca.step(h, cross_cache, memory_mask, weights=wc, memory=memory)
-            return x + F.linear(act(F.linear(F.layer_norm(x, *n3), w1, b1)), w2, b2)
-        h = sa.step(x, self_cache, weights=ws, positional=positional, pos=pos)
-        x = F.layer_norm(x + h, *n1)
-        h = ca.step(x, cross_cache, memory_mask, weights=wc, memory=memory)
-        x = F.layer_norm(x + h, *n2)
-        return F.layer_norm(x + F.linear(act(F.linear(x, w1, b1)), w2, b2), *n3)

@@ -177,3 +177,25 @@ def seed_spread(values: Any) -> dict[str, Any]:
         "min": np.min(array, axis=0).tolist(),
         "max": np.max(array, axis=0).tolist(),
     }
+
+
+def check_positive_int(name: str, value: object) -> int:
+    """``value`` if it is a positive int (not a bool), else a ValueError naming it."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+def check_float_tensor(name: str, x: object, expected_dtype: torch.dtype) -> torch.Tensor:
+    """``x`` if it is a floating tensor of ``expected_dtype``, else an actionable error."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        hint = " (token ids? pass them through an nn.Embedding first)" if name == "x" else ""
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}{hint}")
+    if x.dtype != expected_dtype:
+        raise TypeError(
+            f"{name} has dtype {x.dtype} but the parameters are {expected_dtype}; "
+            f"convert one of them, e.g. x.to({expected_dtype}) or module.to({expected_dtype})"
+        )
+    return x
