@@ -22,6 +22,10 @@ CHAPTER_OF_MODULE: dict[str, int] = {
     "positional": 7,
     "layers": 8,
     "model": 9,
+    "lm": 10,
+    "bpe": 10,
+    "ngram": 10,
+    "sampling": 10,
 }
 
 __all__ = ["CHAPTER_OF_MODULE", "__version__"]
