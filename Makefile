@@ -43,6 +43,7 @@ book: $(STAMP)
 	@start=$$(date +%s); \
 	$(PY) tools/fetch_static.py && \
 	$(PY) -m tools.flashcards && \
+	$(PY) -m tools.api_reference && \
 	$(VENV)/bin/jupyter-book build . --builder html -q && \
 	echo "Built in $$(( $$(date +%s) - start )) s. Open $(CURDIR)/_build/html/index.html in a browser."
 
@@ -50,11 +51,13 @@ book: $(STAMP)
 book-strict: $(STAMP)
 	$(PY) tools/fetch_static.py
 	$(PY) -m tools.flashcards
+	$(PY) -m tools.api_reference
 	$(VENV)/bin/jupyter-book build . --builder html -W -n --keep-going
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 unit: $(STAMP)
 	$(THREAD_ENV) $(VENV)/bin/pytest -q -n $(JOBS) --dist loadscope -m "not browser" tests

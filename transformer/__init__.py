@@ -31,11 +31,19 @@ CHAPTER_OF_MODULE: dict[str, int] = {
     "layers": 8,
     "schedules": 8,
     "config": 9,
+    "embedding": 9,
     "model": 9,
     "beam": 9,
     "checkpoint": 9,
     "label_smoothing": 9,
     "fast": 9,
+    "lm": 10,
+    "bpe": 10,
+    "sampling": 10,
+    "ngram": 10,
+    "gpt": 10,
+    "gpt2": 10,
+    "bert": 12,
 }
 
 __all__ = ["CHAPTER_OF_MODULE", "__version__"]

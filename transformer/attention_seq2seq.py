@@ -15,7 +15,7 @@ H hidden size, A additive-scorer size, V vocabulary.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import torch
 from torch import Tensor, nn
@@ -111,7 +111,7 @@ class AttentionDecoder(nn.Module):
     def prepare_keys(self, memory: Tensor) -> Tensor:
         """Keys computed once per source sentence, reused at every decoding step."""
         if self.score == "additive":
-            return self.attention.project_keys(memory)  # (B, S, A)
+            return cast(AdditiveAttention, self.attention).project_keys(memory)  # (B, S, A)
         return memory  # (B, S, H)
 
     def step(self, prev: Tensor, state: AttentionState) -> tuple[Tensor, AttentionState]:
@@ -217,7 +217,7 @@ class AttentionSeq2Seq(nn.Module):
         for t in range(tgt_in.shape[1]):
             step_logits, state = self.decoder.step(tgt_in[:, t], state)  # (B, V)
             logits.append(step_logits)
-            weights.append(state.weights)
+            weights.append(cast(Tensor, state.weights))  # every step sets them
         out = torch.stack(logits, dim=1)  # (B, T, V)
         if need_weights:
             return out, torch.stack(weights, dim=1)  # (B, T, S)
@@ -227,9 +227,9 @@ class AttentionSeq2Seq(nn.Module):
         """Select (and repeat) batch rows of a state, for beam search. index: (B',)."""
         hidden = state.hidden
         if isinstance(hidden, tuple):
-            hidden = tuple(h.index_select(0, index) for h in hidden)
+            hidden = cast(RecurrentState, tuple(h.index_select(0, index) for h in hidden))
         else:
             hidden = hidden.index_select(0, index)  # (B', H)
-        pick = [t.index_select(0, index) for t in state[1:4]]
+        memory, keys, src_mask = (t.index_select(0, index) for t in state[1:4])
         w = None if state.weights is None else state.weights.index_select(0, index)
-        return AttentionState(hidden, *pick, weights=w)
+        return AttentionState(hidden, memory, keys, src_mask, weights=w)

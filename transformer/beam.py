@@ -27,7 +27,7 @@ class _CacheChoice(nn.Module):
 
     def __init__(self, model: nn.Module, use_cache: bool) -> None:
         super().__init__()
-        self.model = model
+        self.model: Any = model  # with start, step and reorder_state (the decoding protocol)
         self.use_cache = use_cache
         self.training = model.training  # report the wrapped model's mode, not a default
 
@@ -127,7 +127,7 @@ def beam_search(
 
 
 def _beam_search(
-    model: nn.Module,
+    model: Any,  # an nn.Module with start, step and reorder_state
     src: torch.Tensor,
     max_len: int,
     bos_id: int,

@@ -172,8 +172,8 @@ def exact_match_by_length(
     if device is None:
         device = next(model.parameters()).device
     groups: dict[int, list[tuple[str, str]]] = {}
-    for src, tgt in pairs:
-        groups.setdefault(len(src_vocab.encode(src)), []).append((src, tgt))
+    for src_text, tgt_text in pairs:
+        groups.setdefault(len(src_vocab.encode(src_text)), []).append((src_text, tgt_text))
     result = LengthAccuracy()
     pad = tgt_vocab.pad_id
     for length in sorted(groups):

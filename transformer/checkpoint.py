@@ -12,7 +12,7 @@ import importlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -109,7 +109,7 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike[str], **extra: Any
         "format": _CHECKPOINT_FORMAT,
         "version": _CHECKPOINT_VERSION,
         "model": kind,
-        "config": model.config.to_dict(),
+        "config": cast(BlockConfig, model.config).to_dict(),  # _model_kind checked it
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "extra": extra,
     }

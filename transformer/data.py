@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 __all__ = [
     "Batch",
@@ -28,6 +28,8 @@ __all__ = [
     "DIGITS",
     "lengths_to_mask",
     "pad_sequences",
+    "pair_loader",
+    "pair_vocabs",
     "PairDataset",
     "SPECIALS",
     "Vocab",
@@ -248,16 +250,27 @@ class Batch:
         return self.src.shape[0]
 
 
-class PairDataset(Dataset):
-    """(source, target) string pairs, encoded once up front."""
+Pair = tuple[str | Sequence[int], str | Sequence[int]]
 
-    def __init__(self, pairs: Sequence[tuple[str, str]], src_vocab: Vocab, tgt_vocab: Vocab):
+
+class PairDataset(Dataset):
+    """(source, target) pairs, encoded once up front, targets framed by bos and eos.
+
+    A pair holds strings (encoded with the vocabularies) or lists of ids (checked
+    against them). Every target becomes ``<bos> y1 ... yn <eos>``, what teacher
+    forcing and decoding expect; a source is left as it is.
+    """
+
+    def __init__(self, pairs: Sequence[Pair], src_vocab: Vocab, tgt_vocab: Vocab):
         if src_vocab.pad_id != tgt_vocab.pad_id:
             raise ValueError("source and target vocabularies must share the pad id")
         self.pairs = list(pairs)
         self.src_vocab, self.tgt_vocab = src_vocab, tgt_vocab
-        self.src_ids = [src_vocab.encode(s) for s, _ in self.pairs]
-        self.tgt_ids = [tgt_vocab.encode(t, add_bos=True, add_eos=True) for _, t in self.pairs]
+        self.src_ids = [_ids(s, src_vocab, i, "source") for i, (s, _) in enumerate(self.pairs)]
+        self.tgt_ids = [
+            [tgt_vocab.bos_id, *_ids(t, tgt_vocab, i, "target"), tgt_vocab.eos_id]
+            for i, (_, t) in enumerate(self.pairs)
+        ]
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -266,10 +279,89 @@ class PairDataset(Dataset):
         return self.src_ids[i], self.tgt_ids[i]
 
 
+def _ids(item: str | Sequence[int], vocab: Vocab, i: int, side: str) -> list[int]:
+    """Encode a string, or check a list of ids against ``vocab``."""
+    if isinstance(item, str):
+        return vocab.encode(item)
+    ids = list(item)
+    if not all(isinstance(t, int) and not isinstance(t, bool) for t in ids):
+        raise TypeError(f"the {side} of pair {i} must be a str or a list of int ids")
+    bad = [t for t in ids if not 0 <= t < len(vocab)]
+    if bad:
+        raise ValueError(
+            f"the {side} of pair {i} holds ids {bad[:5]} outside its vocabulary "
+            f"(ids 0..{len(vocab) - 1})"
+        )
+    return ids
+
+
 def collate_pairs(
-    items: Sequence[tuple[Sequence[int], Sequence[int]]], pad_id: int = Vocab.pad_id
+    items: Sequence[tuple[Sequence[int], Sequence[int]]],
+    pad_id: int = Vocab.pad_id,
+    *,
+    bos_id: int = Vocab.bos_id,
+    eos_id: int = Vocab.eos_id,
 ) -> Batch:
-    """Pad a list of (source ids, target ids) into a :class:`Batch`."""
+    """Pad a list of (source ids, framed target ids) into a :class:`Batch`.
+
+    Every target must already be ``<bos> ... <eos>`` (:class:`PairDataset` frames
+    them): without the frame, training silently learns the wrong task, so an
+    unframed target is refused here.
+    """
+    for i, (_, t) in enumerate(items):
+        if len(t) < 2 or t[0] != bos_id or t[-1] != eos_id:
+            raise ValueError(
+                f"target {i} is not framed as <bos> ... <eos> (ids {bos_id} and {eos_id}): "
+                "build batches with PairDataset or pair_loader, which add them"
+            )
     src, src_lengths = pad_sequences([s for s, _ in items], pad_id)
     tgt, tgt_lengths = pad_sequences([t for _, t in items], pad_id)
     return Batch(src, tgt, src_lengths, tgt_lengths, pad_id)
+
+
+def pair_vocabs(pairs: Sequence[tuple[str, str]]) -> tuple[Vocab, Vocab]:
+    """Character vocabularies of the sources and of the targets of string pairs."""
+    if not pairs:
+        raise ValueError("pair_vocabs needs at least one pair")
+    return Vocab.from_texts(s for s, _ in pairs), Vocab.from_texts(t for _, t in pairs)
+
+
+def pair_loader(
+    pairs: Sequence[Pair],
+    src_vocab: Vocab | None = None,
+    tgt_vocab: Vocab | None = None,
+    *,
+    batch_size: int = 64,
+    shuffle: bool = True,
+    seed: int = 0,
+) -> DataLoader:
+    """Your own (source, target) pairs as batches for :func:`~transformer.training.train`.
+
+    Args:
+        pairs: strings, or lists of ids (then give the vocabularies).
+        src_vocab, tgt_vocab: default: character vocabularies of the pairs
+            (:func:`pair_vocabs`); reach them as ``loader.dataset.src_vocab``.
+        batch_size: pairs per batch.
+        shuffle: reshuffle every epoch, reproducibly from ``seed``.
+
+    Example:
+        >>> loader = pair_loader([("abc", "cba"), ("ab", "ba")], batch_size=2)
+        >>> batch = next(iter(loader)); batch.tgt_in.shape
+        torch.Size([2, 4])
+    """
+    if src_vocab is None or tgt_vocab is None:
+        if not all(isinstance(s, str) and isinstance(t, str) for s, t in pairs):
+            raise ValueError("pairs of id lists need src_vocab= and tgt_vocab=")
+        built = pair_vocabs(pairs)  # type: ignore[arg-type]  # str pairs, checked above
+        src_vocab = built[0] if src_vocab is None else src_vocab
+        tgt_vocab = built[1] if tgt_vocab is None else tgt_vocab
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    dataset = PairDataset(pairs, src_vocab, tgt_vocab)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        generator=torch.Generator().manual_seed(seed) if shuffle else None,
+        collate_fn=collate_pairs,
+    )

@@ -132,14 +132,15 @@ def greedy_decode(
     max_len, bos_id, eos_id, pad_id = decode_defaults(model, src, max_len, bos_id, eos_id, pad_id)
     was_training = model.training
     model.eval()
+    seq2seq: Any = model  # start and step: the decoding protocol, beyond nn.Module's types
     try:
-        state: Any = model.start(src)
+        state: Any = seq2seq.start(src)
         batch = src.size(0)
         prev = torch.full((batch,), bos_id, dtype=torch.long, device=src.device)  # (B,)
         finished = torch.zeros(batch, dtype=torch.bool, device=src.device)  # (B,)
         generated: list[torch.Tensor] = []
         for _ in range(max_len):
-            logits, state = model.step(prev, state)  # (B, V)
+            logits, state = seq2seq.step(prev, state)  # (B, V)
             if logits.dim() != 2 or logits.size(0) != batch:
                 raise ValueError(
                     f"model.step must return logits of shape (B, V) = ({batch}, V), "

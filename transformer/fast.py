@@ -24,9 +24,9 @@ H heads, D head size, V vocabulary.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -124,6 +124,7 @@ def attention_weights(mha: MultiHeadAttention, cross: bool = False) -> StepWeigh
     (3C, C) matrix, so a step projects the new position with one product instead
     of three. The stacked matrix is a copy: gather again after changing weights.
     """
+    b_in: Tensor | None
     if cross:
         w_in, b_in = mha.q_proj.weight, mha.q_proj.bias  # keys/values are cached
     else:
@@ -294,9 +295,10 @@ class FastDecoding(nn.Module):
         state = self.model.start(src, use_cache=True)
         assert state.caches is not None
         dec = self.model.decoder
-        for layer, (_, cross) in zip(dec.layers, state.caches):
+        dec_layers = cast("Iterable[DecoderLayer]", dec.layers)
+        for layer, (_, cross) in zip(dec_layers, state.caches):
             fill_cross_cache(layer.multihead_attn, cross, state.memory)
-        layers = [layer_weights(layer) for layer in dec.layers]
+        layers = [layer_weights(layer) for layer in dec_layers]
         norm = None if dec.norm is None else _norm(dec.norm)
         return FastDecodingState(state, layers, norm)
 
@@ -314,7 +316,8 @@ class FastDecoding(nn.Module):
         x = dec.positional.embed_range(x[:, None], pos)[:, 0]  # (B, C)
         hooks = dec.positional if dec._use_hooks else None
         assert inner.caches is not None
-        for layer, lw, caches in zip(dec.layers, state.layers, inner.caches):
+        dec_layers = cast("Iterable[DecoderLayer]", dec.layers)
+        for layer, lw, caches in zip(dec_layers, state.layers, inner.caches):
             x = decoder_layer_step(
                 layer, x, caches, lw, self_mask, inner.memory_mask, hooks, pos
             )  # (B, C)

@@ -13,7 +13,7 @@ L layers.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import torch
 from torch import Tensor, nn
@@ -41,7 +41,7 @@ class LSTMGates(NamedTuple):
     hidden: Tensor  # h_t = o * tanh(c_t)
 
 
-class LSTMCell(_RecurrentCell):
+class LSTMCell(_RecurrentCell[tuple[Tensor, Tensor]]):
     """Long short-term memory cell with a forget gate.
 
     $$i, f, o = \\sigma(\\cdot),\\quad g = \\tanh(\\cdot),\\quad
@@ -76,7 +76,8 @@ class LSTMCell(_RecurrentCell):
                 f"got {type(state).__name__}"
             )
         h, c = state
-        return super()._check_state(h, batch_size, x), super()._check_state(c, batch_size, x)
+        check = super()._check_state  # checks one (B, H) tensor and returns it
+        return cast(Tensor, check(h, batch_size, x)), cast(Tensor, check(c, batch_size, x))
 
     def gates_from_projection(self, x_proj: Tensor, state: tuple[Tensor, Tensor]) -> LSTMGates:
         """All gate activations and the new state, from a projected input."""
@@ -110,7 +111,7 @@ class GRUGates(NamedTuple):
     hidden: Tensor  # h_t = (1 - z) * n + z * h_{t-1}
 
 
-class GRUCell(_RecurrentCell):
+class GRUCell(_RecurrentCell[Tensor]):
     """Gated recurrent unit, PyTorch's formulation.
 
     $$r, z = \\sigma(\\cdot),\\quad
@@ -186,7 +187,7 @@ class LSTM(_RecurrentLayer):
 
     def _initial_states(self, h0: State | None, batch_size: int, x: Tensor) -> list[State]:
         if h0 is None:
-            return [cell.zero_state(batch_size, x) for cell in self.cells]
+            return [cell.zero_state(batch_size, x) for cell in self._cells()]
         if not isinstance(h0, tuple | list) or len(h0) != 2:
             raise TypeError(
                 "LSTM initial state must be a pair (h0, c0) of tensors of shape (L, B, H), "

@@ -35,7 +35,12 @@ __all__ = [
 ]
 
 #: Activations the feed-forward network accepts by name.
-ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {"relu": F.relu, "gelu": F.gelu}
+ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
+    "relu": F.relu,
+    "gelu": F.gelu,
+    # GPT-2's GELU: the tanh approximation of Hendrycks & Gimpel (2016)
+    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
+}
 
 
 def _activation(name: str) -> Callable[[Tensor], Tensor]:
@@ -58,8 +63,22 @@ def _check_model_input(x: Tensor, d_model: int, name: str) -> None:
         raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
 
 
+def _check_like(x: Tensor, weight: Tensor, name: str) -> None:
+    """Same dtype and device as the layer's weights, or an error saying how to fix it."""
+    if x.dtype != weight.dtype or x.device != weight.device:
+        raise TypeError(
+            f"{name} is {x.dtype} on {x.device} but the layer's weights are "
+            f"{weight.dtype} on {weight.device}; move one of them, e.g. "
+            f"{name}.to(dtype={weight.dtype}, device='{weight.device}') or layer.to(...)"
+        )
+
+
 @torch.no_grad()
-def _copy_common(ours: nn.Module, theirs: nn.Module, norms: int) -> None:
+def _copy_common(
+    ours: EncoderLayer | DecoderLayer,
+    theirs: nn.TransformerEncoderLayer | nn.TransformerDecoderLayer,
+    norms: int,
+) -> None:
     """Copy FFN and LayerNorm weights from a torch Transformer layer of the same shape."""
     for mine, other in ((ours.ffn.linear1, theirs.linear1), (ours.ffn.linear2, theirs.linear2)):
         if mine.weight.shape != other.weight.shape:
@@ -229,6 +248,7 @@ class EncoderLayer(nn.Module):
             The output (B, S, C), or ``(output, weights)`` if ``need_weights``.
         """
         _check_model_input(x, self.d_model, "x")
+        _check_like(x, self.norm1.weight, "x")
         if self.norm_first:
             sa, w = self._sa(self.norm1(x), mask, positional, need_weights, q_pos, cache)
             x = x + sa  # (B, S, C)
@@ -238,6 +258,7 @@ class EncoderLayer(nn.Module):
             x = self.norm1(x + sa)
             x = self.norm2(x + self.dropout2(self.ffn(x)))
         if need_weights:
+            assert w is not None  # asked for, so the attention returned them
             return x, w
         return x
 
@@ -334,6 +355,8 @@ class DecoderLayer(nn.Module):
         """
         _check_model_input(x, self.d_model, "x")
         _check_model_input(memory, self.d_model, "memory")
+        _check_like(x, self.norm1.weight, "x")
+        _check_like(memory, self.norm1.weight, "memory")
         if x.shape[0] != memory.shape[0]:
             raise ValueError(
                 f"x has batch size {x.shape[0]} but memory has batch size {memory.shape[0]}"
@@ -378,5 +401,6 @@ class DecoderLayer(nn.Module):
             x = self.norm2(x + c)
             x = self.norm3(x + self.dropout3(self.ffn(x)))
         if need_weights:
+            assert ws is not None and wc is not None  # asked for, so returned
             return x, (ws, wc)
         return x

@@ -19,13 +19,14 @@ H heads, V vocabulary, L layers.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 from torch import Tensor, nn
 
 from transformer.config import TransformerConfig
+from transformer.embedding import TokenEmbedding, check_ids, has_attention_hooks
 from transformer.kv_cache import KVCache
 from transformer.layers import DecoderLayer, EncoderLayer
 from transformer.masks import causal_mask, decoder_self_mask, padding_mask
@@ -35,52 +36,8 @@ __all__ = [
     "Decoder",
     "DecoderState",
     "Encoder",
-    "TokenEmbedding",
     "Transformer",
-    "check_ids",
-    "has_attention_hooks",
 ]
-
-
-def check_ids(ids: Tensor, name: str, vocab_size: int) -> None:
-    if not isinstance(ids, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of token ids, got {type(ids).__name__}")
-    if ids.dim() != 2:
-        raise ValueError(f"{name} must have shape (B, length), got {tuple(ids.shape)}")
-    if ids.dtype != torch.long:
-        raise TypeError(f"{name} must hold token ids as torch.long, got {ids.dtype}")
-    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab_size):
-        raise ValueError(
-            f"{name} holds ids in [{int(ids.min())}, {int(ids.max())}] but the vocabulary has "
-            f"{vocab_size} entries (ids 0..{vocab_size - 1})"
-        )
-
-
-class TokenEmbedding(nn.Module):
-    """Token embedding scaled by sqrt(C), as in the paper (section 3.4).
-
-    The weights start at N(0, 1/C), so after the sqrt(C) scaling every coordinate
-    has unit scale, the same as a sinusoidal position code. (PyTorch's default
-    N(0, 1) times sqrt(C) would be sqrt(C) times larger and drown the positions.)
-
-    Shape:
-        ids: (B, T) long -> (B, T, C)
-    """
-
-    def __init__(self, vocab_size: int, d_model: int, pad_id: int) -> None:
-        super().__init__()
-        self.embedding = nn.Embedding(vocab_size, d_model, padding_idx=pad_id)
-        self.scale = math.sqrt(d_model)
-        nn.init.normal_(self.embedding.weight, mean=0.0, std=d_model**-0.5)
-        with torch.no_grad():
-            self.embedding.weight[pad_id].zero_()
-
-    @property
-    def weight(self) -> nn.Parameter:
-        return self.embedding.weight
-
-    def forward(self, ids: Tensor) -> Tensor:
-        return self.embedding(ids) * self.scale  # (B, T, C)
 
 
 class Encoder(nn.Module):
@@ -292,11 +249,11 @@ class Transformer(nn.Module):
 
         The mask is ``None`` when no source position is padding (nothing to hide).
         """
-        check_ids(src, "src", self.config.src_vocab_size)
+        check_ids(src, "src", self.config.src_vocab_size, self.device)
         self._check_length(src.shape[1], "src")
         mask = self.src_mask(src)
-        if bool(mask.all()):
-            mask = None  # no padding: skip the masking work in every attention call
+        if bool(mask.all()):  # no padding: skip the masking work in every attention call
+            return self.encoder(src, None), None
         return self.encoder(src, mask), mask
 
     def forward(self, src: Tensor, tgt_in: Tensor) -> Tensor:
@@ -309,7 +266,7 @@ class Transformer(nn.Module):
         Returns:
             Logits (B, T, V); position t predicts ``tgt_out[:, t]``.
         """
-        check_ids(tgt_in, "tgt_in", self.config.tgt_vocab_size)
+        check_ids(tgt_in, "tgt_in", self.config.tgt_vocab_size, self.device)
         if src.dim() == 2 and tgt_in.shape[0] != src.shape[0]:
             raise ValueError(
                 f"src has batch size {src.shape[0]} but tgt_in has batch size {tgt_in.shape[0]}"
@@ -412,7 +369,8 @@ class Transformer(nn.Module):
         if not isinstance(prev_tokens, Tensor) or prev_tokens.shape != (B,):
             got = tuple(prev_tokens.shape) if isinstance(prev_tokens, Tensor) else prev_tokens
             raise ValueError(f"prev_tokens must have shape ({B},), got {got}")
-        check_ids(prev_tokens[:, None], "prev_tokens", self.config.tgt_vocab_size)
+        if prev_tokens.dtype != torch.long:
+            raise TypeError(f"prev_tokens must be torch.long ids, got {prev_tokens.dtype}")
         self._check_length(state.length + 1, "the generated sequence")
         return torch.cat([state.tokens, prev_tokens[:, None]], dim=1)  # (B, t+1)
 
@@ -457,15 +415,20 @@ class Transformer(nn.Module):
                 f"ours {len(self.encoder.layers)}+{len(self.decoder.layers)}"
             )
         for mine, theirs in zip(self.encoder.layers, enc.layers):
-            mine.copy_from_torch(theirs)
+            cast(EncoderLayer, mine).copy_from_torch(cast(nn.TransformerEncoderLayer, theirs))
         for mine, theirs in zip(self.decoder.layers, dec.layers):
-            mine.copy_from_torch(theirs)
+            cast(DecoderLayer, mine).copy_from_torch(cast(nn.TransformerDecoderLayer, theirs))
         for mine, theirs in ((self.encoder.norm, enc.norm), (self.decoder.norm, dec.norm)):
             mine.weight.copy_(theirs.weight)
             mine.bias.copy_(theirs.bias)
         return self
 
     # ------------------------------------------------------------------- misc
+    @property
+    def device(self) -> torch.device:
+        """Where the model's weights are."""
+        return self.encoder.embedding.weight.device
+
     def _check_length(self, length: int, name: str) -> None:
         limit = getattr(self.encoder.positional, "max_len", None)
         if limit is not None and length > limit:
@@ -485,13 +448,3 @@ class Transformer(nn.Module):
             seen.add(id(p))
             total += p.numel()
         return total
-
-
-def has_attention_hooks(positional: PositionalScheme) -> bool:
-    """Whether attention must call the scheme's hooks (not for purely additive schemes)."""
-    cls = type(positional)
-    overrides = (
-        cls.rotate is not PositionalScheme.rotate
-        or cls.score_bias is not PositionalScheme.score_bias
-    )
-    return overrides

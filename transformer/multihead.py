@@ -284,6 +284,7 @@ class MultiHeadAttention(nn.Module):
         self._check_inputs(query, key, value)
         if key is None:
             key = value = query
+        assert value is not None  # value defaults to key, and both to query
         B, T, _ = query.shape
         reused = cache is not None and cache.static and not cache.is_empty
         q, k, v, past = self._project(query, key, value, cache)  # (B, H, T|S, D)
@@ -296,6 +297,7 @@ class MultiHeadAttention(nn.Module):
         if positional is not None:
             if k_pos is None:
                 k_pos = torch.arange(S, device=query.device)  # (S,)
+            assert q_pos is not None  # _rotate gave the query positions
             bias = positional.score_bias(q, q_pos, k_pos)  # broadcastable to (B, H, T, S)
         mask = self._prepare_mask(mask, B, T, S)
         if is_causal:

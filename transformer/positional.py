@@ -262,6 +262,7 @@ class SinusoidalPositionalEncoding(PositionalScheme):
     """
 
     name = "sinusoidal"
+    table: torch.Tensor  # a buffer, registered in __init__
 
     def __init__(self, d_model: int, base: float = 10000.0, initial_len: int = 512) -> None:
         super().__init__()

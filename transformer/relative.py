@@ -20,6 +20,7 @@ C model size (d_model), R number of relative distances or buckets.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -169,7 +170,8 @@ def rotate_pairs(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
         x (..., T, D), angles (T, D/2) -> (..., T, D).
     """
     a, b = x[..., 0::2], x[..., 1::2]  # (..., T, D/2) each
-    cos, sin = torch.cos(angles).to(x.dtype), torch.sin(angles).to(x.dtype)  # (T, D/2)
+    cos = torch.cos(angles).to(device=x.device, dtype=x.dtype)  # (T, D/2)
+    sin = torch.sin(angles).to(device=x.device, dtype=x.dtype)
     out = torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1)  # (..., T, D/2, 2)
     return out.flatten(-2)  # (..., T, D)
 
@@ -203,12 +205,15 @@ class RotaryEmbedding(PositionalScheme):
             )
         self.head_dim = head_dim
         self.base = float(base)
-        inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
-        self.register_buffer("inv_freq", inv_freq, persistent=False)  # (D/2,)
+        # A plain float64 CPU tensor, deliberately not a buffer: ``model.to(bfloat16)``
+        # would round a buffer (angle errors of 0.2 rad by position 500), and float64
+        # does not exist on every device (MPS). Angles are exact here and only their
+        # cosines and sines are cast to the model's dtype and device.
+        self.inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
 
     def angles(self, positions: torch.Tensor) -> torch.Tensor:
-        """Rotation angle of every pair at every position: (P,) -> (P, D/2), float64."""
-        pos = positions.to(device=self.inv_freq.device, dtype=torch.float64)
+        """Rotation angle of every pair at every position: (P,) -> (P, D/2), float64 on CPU."""
+        pos = positions.to(device="cpu", dtype=torch.float64)
         return pos[:, None] * self.inv_freq[None, :]  # (P, D/2)
 
     def _check(self, x: torch.Tensor, name: str) -> None:
@@ -230,8 +235,8 @@ class RotaryEmbedding(PositionalScheme):
         self._check(k, "k")
         q_pos = _check_positions(q_pos, q.shape[2], "q_pos")
         k_pos = _check_positions(k_pos, k.shape[2], "k_pos")
-        q_rot = rotate_pairs(q, self.angles(q_pos).to(q.device))  # (B, H, T, D)
-        k_rot = rotate_pairs(k, self.angles(k_pos).to(k.device))  # (B, H, S, D)
+        q_rot = rotate_pairs(q, self.angles(q_pos))  # (B, H, T, D)
+        k_rot = rotate_pairs(k, self.angles(k_pos))  # (B, H, S, D)
         return q_rot, k_rot
 
     def extra_repr(self) -> str:
@@ -386,6 +391,7 @@ class ALiBi(PositionalScheme):
     """
 
     name = "alibi"
+    slopes: torch.Tensor  # a buffer, registered in __init__
 
     def __init__(self, n_heads: int) -> None:
         super().__init__()
@@ -429,7 +435,7 @@ def make_positional(
     d_model: int | None = None,
     n_heads: int | None = None,
     max_len: int | None = None,
-    **options: object,
+    **options: Any,
 ) -> PositionalScheme:
     """Build a positional scheme from its name, so a model config can name it by string.
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any, Generic, TypeVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -36,12 +37,9 @@ from transformer.utils import check_float_tensor as _check_float_tensor
 from transformer.utils import check_positive_int as _check_positive_int
 
 State = Tensor | tuple[Tensor, Tensor]
+_S = TypeVar("_S", Tensor, tuple[Tensor, Tensor])  # the state of one kind of cell
 
-__all__ = [
-    "load_torch_weights",
-    "RNN",
-    "RNNCell",
-]
+__all__ = ["load_torch_weights", "RNN", "RNNCell"]
 
 
 _NONLINEARITIES = {"tanh": torch.tanh, "relu": torch.relu}
@@ -50,7 +48,7 @@ _NONLINEARITIES = {"tanh": torch.tanh, "relu": torch.relu}
 # --------------------------------------------------------------------------- cells
 
 
-class _RecurrentCell(nn.Module):
+class _RecurrentCell(nn.Module, Generic[_S]):
     """Parameters and checks shared by the three cells.
 
     A cell owns ``weight_ih`` (G*H, I), ``weight_hh`` (G*H, H) and, with
@@ -59,7 +57,7 @@ class _RecurrentCell(nn.Module):
     """
 
     n_gates: int = 1
-    torch_cell: type[nn.Module] = nn.RNNCell
+    torch_cell: type[nn.RNNCellBase] = nn.RNNCell
 
     def __init__(
         self,
@@ -73,13 +71,12 @@ class _RecurrentCell(nn.Module):
         self.input_size = _check_positive_int("input_size", input_size)
         self.hidden_size = _check_positive_int("hidden_size", hidden_size)
         self.bias = bool(bias)
-        factory = {"device": device, "dtype": dtype}
         rows = self.n_gates * hidden_size  # G*H: all gates stacked in one matrix
-        self.weight_ih = nn.Parameter(torch.empty(rows, input_size, **factory))
-        self.weight_hh = nn.Parameter(torch.empty(rows, hidden_size, **factory))
+        self.weight_ih = nn.Parameter(torch.empty(rows, input_size, device=device, dtype=dtype))
+        self.weight_hh = nn.Parameter(torch.empty(rows, hidden_size, device=device, dtype=dtype))
         if self.bias:
-            self.bias_ih = nn.Parameter(torch.empty(rows, **factory))
-            self.bias_hh = nn.Parameter(torch.empty(rows, **factory))
+            self.bias_ih = nn.Parameter(torch.empty(rows, device=device, dtype=dtype))
+            self.bias_hh = nn.Parameter(torch.empty(rows, device=device, dtype=dtype))
         else:
             self.register_parameter("bias_ih", None)
             self.register_parameter("bias_hh", None)
@@ -108,24 +105,24 @@ class _RecurrentCell(nn.Module):
         """Hidden-to-hidden term ``h W_hh^T + b_hh``. Shape: (B, H) -> (B, G*H)."""
         return F.linear(h, self.weight_hh, self.bias_hh)
 
-    def step(self, x_proj: Tensor, state: State) -> State:
+    def step(self, x_proj: Tensor, state: _S) -> _S:
         """One time step from an already projected input (see :meth:`project_input`)."""
         raise NotImplementedError
 
-    def zero_state(self, batch_size: int, like: Tensor) -> State:
+    def zero_state(self, batch_size: int, like: Tensor) -> _S:
         """The all-zero initial state PyTorch uses when none is given."""
-        return like.new_zeros(batch_size, self.hidden_size)
+        return cast(_S, like.new_zeros(batch_size, self.hidden_size))  # the LSTM overrides it
 
-    def _check_state(self, state: State, batch_size: int, x: Tensor) -> State:
+    def _check_state(self, state: State, batch_size: int, x: Tensor) -> _S:
         expected = (batch_size, self.hidden_size)
-        _check_float_tensor("h", state, x.dtype)
+        state = _check_float_tensor("h", state, x.dtype)
         if tuple(state.shape) != expected:
             raise ValueError(
                 f"hidden state must have shape (B, H) = {expected}, got {tuple(state.shape)}"
             )
-        return state
+        return cast(_S, state)  # one tensor; the LSTM checks each tensor of its pair here
 
-    def forward(self, x: Tensor, state: State | None = None) -> State:
+    def forward(self, x: Tensor, state: _S | None = None) -> _S:
         """Advance the state by one time step.
 
         Args:
@@ -138,7 +135,7 @@ class _RecurrentCell(nn.Module):
         state = self._prepare(x, state)  # validate before any arithmetic
         return self.step(self.project_input(x), state)
 
-    def _prepare(self, x: Tensor, state: State | None) -> State:
+    def _prepare(self, x: Tensor, state: _S | None) -> _S:
         """Validate ``x`` (B, I) and ``state``; return the state (zeros when None)."""
         _check_float_tensor("x", x, self.weight_ih.dtype)
         if x.dim() != 2 or x.shape[1] != self.input_size:
@@ -159,9 +156,7 @@ class _RecurrentCell(nn.Module):
                 f"got {type(module).__name__}"
             )
         ref = module.weight_ih
-        kwargs = {}
-        if cls is RNNCell:
-            kwargs["nonlinearity"] = module.nonlinearity
+        kwargs = {"nonlinearity": module.nonlinearity} if cls is RNNCell else {}
         cell = cls(
             module.input_size,
             module.hidden_size,
@@ -174,7 +169,7 @@ class _RecurrentCell(nn.Module):
         return cell
 
 
-class RNNCell(_RecurrentCell):
+class RNNCell(_RecurrentCell[Tensor]):
     """The Elman cell: ``h_t = tanh(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh)``.
 
     Args:
@@ -223,7 +218,7 @@ class _RecurrentLayer(nn.Module):
     """A stack of ``num_layers`` cells run over whole sequences, batch first."""
 
     cell_class: type[_RecurrentCell] = RNNCell
-    torch_layer: type[nn.Module] = nn.RNN
+    torch_layer: type[nn.RNNBase] = nn.RNN
 
     def __init__(
         self,
@@ -263,28 +258,33 @@ class _RecurrentLayer(nn.Module):
             f"bias={self.bias}, dropout={self.dropout}, batch_first=True"
         )
 
+    def _cells(self) -> list[_RecurrentCell[Any]]:
+        return cast("list[_RecurrentCell[Any]]", list(self.cells))  # ModuleList holds Modules
+
     # -- state helpers: the RNN and GRU carry one tensor, the LSTM a pair.
     def _initial_states(self, h0: State | None, batch_size: int, x: Tensor) -> list[State]:
         if h0 is None:
-            return [cell.zero_state(batch_size, x) for cell in self.cells]
+            return [cell.zero_state(batch_size, x) for cell in self._cells()]
         expected = (self.num_layers, batch_size, self.hidden_size)
-        _check_float_tensor("h0", h0, x.dtype)
+        h0 = _check_float_tensor("h0", h0, x.dtype)
         if tuple(h0.shape) != expected:
             raise ValueError(f"h0 must have shape (L, B, H) = {expected}, got {tuple(h0.shape)}")
         return list(h0.unbind(0))  # L x (B, H)
 
     @staticmethod
     def _hidden(state: State) -> Tensor:
-        return state
+        return cast(Tensor, state)  # one tensor here; the LSTM overrides the three helpers
 
     @staticmethod
     def _keep(mask: Tensor, new: State, old: State) -> State:
-        return torch.where(mask, new, old)
+        return torch.where(mask, cast(Tensor, new), cast(Tensor, old))
 
     def _final(self, states: list[State]) -> State:
-        return torch.stack(states, dim=0)  # (L, B, H)
+        return torch.stack(cast("list[Tensor]", states), dim=0)  # (L, B, H)
 
-    def _check_lengths(self, lengths: Tensor | Sequence[int], batch_size: int, T: int, x: Tensor):
+    def _check_lengths(
+        self, lengths: Tensor | Sequence[int], batch_size: int, T: int, x: Tensor
+    ) -> Tensor:
         lengths = torch.as_tensor(lengths, device=x.device)
         if lengths.dim() != 1 or lengths.shape[0] != batch_size:
             raise ValueError(
@@ -321,7 +321,7 @@ class _RecurrentLayer(nn.Module):
         Shape:
             x: (B, T, I); h0: (L, B, H) -> output: (B, T, H), h_n: (L, B, H)
         """
-        _check_float_tensor("x", x, self.cells[0].weight_ih.dtype)
+        _check_float_tensor("x", x, self._cells()[0].weight_ih.dtype)
         if x.dim() != 3 or x.shape[-1] != self.input_size:
             hint = " (a single sequence? use x.unsqueeze(0))" if x.dim() == 2 else ""
             raise ValueError(
@@ -340,7 +340,7 @@ class _RecurrentLayer(nn.Module):
 
         layer_input = x  # (B, T, I) for the first layer, (B, T, H) after
         finals: list[State] = []
-        for index, cell in enumerate(self.cells):
+        for index, cell in enumerate(self._cells()):
             # One matmul for every time step at once: (B, T, I) -> (B, T, G*H).
             x_proj = cell.project_input(layer_input)
             state = states[index]
@@ -375,10 +375,8 @@ class _RecurrentLayer(nn.Module):
                 f"{cls.__name__}.from_torch expects torch.nn.{cls.torch_layer.__name__}, "
                 f"got {type(module).__name__}"
             )
-        ref = module.weight_ih_l0
-        kwargs = {}
-        if cls is RNN:
-            kwargs["nonlinearity"] = module.nonlinearity
+        ref = cast(Tensor, module.weight_ih_l0)
+        kwargs = {"nonlinearity": module.nonlinearity} if cls is RNN else {}
         layer = cls(
             module.input_size,
             module.hidden_size,
@@ -459,7 +457,7 @@ def load_torch_weights(ours: nn.Module, theirs: nn.Module) -> nn.Module:
                 f"cannot load torch.nn.{type(theirs).__name__} into {type(ours).__name__}; "
                 f"expected torch.nn.{ours.torch_cell.__name__}"
             )
-        pairs = [(ours, theirs, "")]
+        pairs: list[tuple[_RecurrentCell[Any], nn.Module, str]] = [(ours, theirs, "")]
     elif isinstance(ours, _RecurrentLayer):
         if not isinstance(theirs, ours.torch_layer):
             raise TypeError(
@@ -474,7 +472,7 @@ def load_torch_weights(ours: nn.Module, theirs: nn.Module) -> nn.Module:
             raise ValueError(
                 f"num_layers differ: ours has {ours.num_layers}, theirs {theirs.num_layers}"
             )
-        pairs = [(cell, theirs, f"_l{layer}") for layer, cell in enumerate(ours.cells)]
+        pairs = [(cell, theirs, f"_l{layer}") for layer, cell in enumerate(ours._cells())]
     else:
         raise TypeError(f"expected one of our recurrent cells or layers, got {type(ours).__name__}")
 

@@ -9,6 +9,8 @@ Shape letters: B batch, T sequence length, I input features, H hidden size.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -117,7 +119,7 @@ class SequenceClassifier(nn.Module):
         hidden_size: int = 32,
         num_layers: int = 1,
         pad_id: int = 0,
-        **layer_kwargs: object,
+        **layer_kwargs: Any,
     ) -> None:
         super().__init__()
         layer_class = recurrent_layer_class(kind)

@@ -22,7 +22,7 @@ H hidden size, L layers, V vocabulary.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import torch
 from torch import Tensor, nn
@@ -332,8 +332,8 @@ class Seq2Seq(nn.Module):
             index: (B',) long -> a state of batch size B'.
         """
         hidden = state.hidden
-        if isinstance(hidden, tuple):
-            hidden = tuple(h.index_select(1, index) for h in hidden)  # 2 x (L, B', H)
+        if isinstance(hidden, tuple):  # 2 x (L, B', H)
+            hidden = cast(RecurrentState, tuple(h.index_select(1, index) for h in hidden))
         else:
             hidden = hidden.index_select(1, index)  # (L, B', H)
         return Seq2SeqState(hidden, state.context.index_select(0, index))  # (B', H)

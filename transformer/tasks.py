@@ -149,6 +149,8 @@ _DATE_START, _DATE_DAYS = _dt.date(1950, 1, 1), (_dt.date(2049, 12, 31) - _dt.da
 
 class _DateGenerator:
     def __init__(self, languages: Sequence[str]) -> None:
+        if isinstance(languages, str):  # "en" is one language, not "e" and "n"
+            languages = (languages,)
         if not languages:
             raise ValueError("languages must name at least one language")
         self.languages = tuple(languages)

@@ -24,7 +24,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -210,7 +210,7 @@ def train(
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
             raise ValueError(f"epochs must be a positive int, got {epochs!r}")
         try:
-            steps = epochs * len(train_loader)  # type: ignore[arg-type]
+            steps = epochs * len(train_loader)  # type: ignore[arg-type]  # no len(): caught
         except TypeError as err:
             raise TypeError("epochs= needs a train_loader with len(); pass steps= instead") from err
     assert steps is not None
@@ -225,7 +225,7 @@ def train(
     if loss_fn is None:
         if not hasattr(model, "pad_id"):
             raise AttributeError("the model has no pad_id; give it one or pass loss_fn=")
-        pad_id = int(model.pad_id)
+        pad_id = int(cast(Any, model).pad_id)  # the protocol's, unknown to nn.Module
 
         def loss_fn(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
             return sequence_cross_entropy(logits, targets, pad_id)
@@ -314,7 +314,7 @@ def evaluate(
     max_batches: int | None = None,
     exact_match: bool = True,
     bos_id: int | None = None,
-    eos_id: int = DEFAULT_EOS_ID,
+    eos_id: int | None = None,
     max_len: int | None = None,
 ) -> dict[str, float]:
     """Loss, token accuracy and exact-match accuracy of a model on a loader.
@@ -336,7 +336,8 @@ def evaluate(
         exact_match: run greedy decoding (the slower part); if False the result's
             ``exact_match`` is NaN.
         bos_id: start token for decoding; ``None`` reads it from ``batch.tgt[:, 0]``.
-        eos_id: end-of-sequence id (default: the :class:`~transformer.data.Vocab` layout).
+        eos_id: end-of-sequence id (default: the model's ``eos_id``, else the
+            :class:`~transformer.data.Vocab` layout), as the decoders do.
         max_len: decoding budget; ``None`` allows the target length (eos included),
             enough for every correct answer.
 
@@ -345,7 +346,9 @@ def evaluate(
     """
     if max_batches is not None and max_batches < 1:
         raise ValueError(f"max_batches must be >= 1 or None, got {max_batches}")
-    pad_id = int(model.pad_id)
+    pad_id = int(cast(Any, model).pad_id)  # the seq2seq protocol's, unknown to nn.Module
+    if eos_id is None:
+        eos_id = int(getattr(model, "eos_id", DEFAULT_EOS_ID))
     if loss_fn is None:
 
         def loss_fn(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,157 @@
+"""The encoder-only Transformer: every token sees every other (chapter 12).
+
+Keep chapter 9's encoder and drop the decoder: a stack of
+:class:`~transformer.layers.EncoderLayer` with no causal mask, so each output
+vector is built from the whole input, left and right (BERT, Devlin et al., 2019).
+Such a model does not generate; it *reads*. Two heads cover what it is used for:
+
+* :meth:`EncoderOnlyTransformer.token_logits`: a score over the vocabulary at
+  every position (tied to the token embedding), for masked-token pretraining;
+* :meth:`EncoderOnlyTransformer.classify`: one vector per sequence (the first
+  position's, pooled through a tanh layer as BERT does), then a linear classifier:
+  many-to-one, as chapter 1 drew it.
+
+Shape letters: B batch, T length, C model size (d_model), V vocabulary, K classes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from transformer.config import BlockConfig
+from transformer.embedding import TokenEmbedding, check_ids, has_attention_hooks
+from transformer.layers import EncoderLayer
+from transformer.masks import padding_mask
+
+__all__ = ["EncoderOnlyConfig", "EncoderOnlyTransformer"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class EncoderOnlyConfig(BlockConfig):
+    """Every hyper-parameter of an :class:`EncoderOnlyTransformer`.
+
+    Args:
+        vocab_size: V.
+        n_layers: blocks L.
+        n_classes: K, outputs of the classification head (``None``: no head).
+        scale_embeddings: multiply token embeddings by sqrt(C) (chapter 9's choice);
+            BERT does not.
+        **shared: the fields of :class:`~transformer.config.BlockConfig`; the
+            defaults here are BERT's choices (post-LN, GELU, learned positions, tied
+            token head, a LayerNorm on the embeddings).
+    """
+
+    vocab_size: int
+    n_layers: int = 2
+    n_classes: int | None = None
+    activation: str = "gelu"
+    positional: str = "learned"
+    tie_output: bool = True
+    scale_embeddings: bool = False
+    _vocab_fields: tuple[str, ...] = field(default=("vocab_size",), init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._positive_int("n_layers")
+        if self.n_classes is not None:
+            self._positive_int("n_classes")
+        if not isinstance(self.scale_embeddings, bool):
+            self._fail(f"scale_embeddings must be True or False, got {self.scale_embeddings!r}")
+
+
+class EncoderOnlyTransformer(nn.Module):
+    """Bidirectional self-attention blocks over one sequence, with two optional heads.
+
+    Args:
+        config: an :class:`EncoderOnlyConfig`.
+
+    Shape:
+        ids: (B, T) long -> hidden states (B, T, C); token_logits (B, T, V);
+        classify (B, K).
+    """
+
+    config_class = EncoderOnlyConfig
+
+    def __init__(self, config: EncoderOnlyConfig) -> None:
+        super().__init__()
+        if not isinstance(config, EncoderOnlyConfig):
+            raise TypeError(f"config must be an EncoderOnlyConfig, got {type(config).__name__}")
+        c = self.config = config
+        self.pad_id = c.pad_id
+        self.embedding = TokenEmbedding(c.vocab_size, c.d_model, c.pad_id)
+        if not c.scale_embeddings:
+            self.embedding.scale = 1.0
+            nn.init.normal_(self.embedding.weight, std=0.02)
+        self.positional = c.make_positional()
+        self._use_hooks = has_attention_hooks(self.positional)
+        # Post-LN stacks normalise the embeddings first (BERT); pre-LN ones at the end.
+        self.embedding_norm = (
+            None if c.norm_first else nn.LayerNorm(c.d_model, eps=c.layer_norm_eps)
+        )
+        self.dropout = nn.Dropout(c.dropout)
+        self.layers = nn.ModuleList(
+            EncoderLayer(
+                c.d_model,
+                c.n_heads,
+                c.d_ff,
+                c.dropout,
+                c.activation,
+                c.norm_first,
+                c.layer_norm_eps,
+                c.bias,
+            )
+            for _ in range(c.n_layers)
+        )
+        self.norm = nn.LayerNorm(c.d_model, eps=c.layer_norm_eps) if c.use_final_norm else None
+        self.token_head = nn.Linear(c.d_model, c.vocab_size, bias=c.bias)
+        if c.tie_output:
+            self.token_head.weight = self.embedding.weight
+        self.pooler: nn.Module | None = None
+        self.classifier: nn.Linear | None = None
+        if c.n_classes is not None:
+            self.pooler = nn.Sequential(nn.Linear(c.d_model, c.d_model), nn.Tanh())
+            self.classifier = nn.Linear(c.d_model, c.n_classes)
+
+    def forward(self, ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        """Hidden states (B, T, C): each position reads the whole sequence.
+
+        Args:
+            ids: (B, T) token ids, padded with ``pad_id``.
+            attention_mask: (B, T) 1/True at real tokens; default ``ids != pad_id``.
+        """
+        check_ids(ids, "ids", self.config.vocab_size)
+        if ids.device != self.embedding.weight.device:
+            raise ValueError(
+                f"ids are on {ids.device} but the model is on {self.embedding.weight.device}"
+            )
+        if attention_mask is None:
+            mask = padding_mask(ids, self.pad_id)  # (B, 1, 1, T)
+        elif attention_mask.shape != ids.shape:
+            raise ValueError(
+                f"attention_mask must have the shape of the ids {tuple(ids.shape)}, "
+                f"got {tuple(attention_mask.shape)}"
+            )
+        else:
+            mask = attention_mask.to(torch.bool)[:, None, None, :]  # (B, 1, 1, T)
+        x = self.positional.embed_range(self.embedding(ids), 0)  # (B, T, C)
+        if self.embedding_norm is not None:
+            x = self.embedding_norm(x)
+        x = self.dropout(x)
+        hooks = self.positional if self._use_hooks else None
+        for layer in self.layers:
+            x = layer(x, mask, positional=hooks)
+        return x if self.norm is None else self.norm(x)
+
+    def token_logits(self, ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        """Scores over the vocabulary at every position (B, T, V)."""
+        return self.token_head(self(ids, attention_mask))
+
+    def classify(self, ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        """Class logits (B, K) from the first position's pooled vector."""
+        if self.pooler is None or self.classifier is None:
+            raise ValueError("this model has no classification head: set n_classes=")
+        first = self(ids, attention_mask)[:, 0]  # (B, C)
+        return self.classifier(self.pooler(first))  # (B, K)
