@@ -194,7 +194,7 @@ def _check_qkv(query: Tensor, key: Tensor, value: Tensor) -> None:
 
 
 def dot_product_scores(query: Tensor, key: Tensor, scale: bool | float = True) -> Tensor:
-    """Dot-product scores q . k = |q| |k| cos(angle), optionally divided by sqrt(D).
+    """Dot-product scores ``q . k = |q| |k| cos(angle)``, optionally divided by sqrt(D).
 
     Cheap (one matrix product for all pairs) and a similarity: large when q and
     k point the same way. Luong et al. (2015) use it unscaled ("dot");
@@ -327,7 +327,7 @@ def scaled_dot_product_attention(
 ) -> tuple[Tensor, Tensor]:
     """softmax(Q K^T / sqrt(D) + bias, masked) V, written out in plain operations.
 
-    The reference implementation the book reads and plots; :class:`MultiHeadAttention`
+    The reference implementation the book reads and plots; :class:`~transformer.multihead.MultiHeadAttention`
     can switch to PyTorch's fused kernel, and the tests prove the two agree.
     From Vaswani et al. (2017), "Attention Is All You Need", equation (1).
 

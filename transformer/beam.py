@@ -51,7 +51,7 @@ def greedy_decode_with_cache(
     *,
     use_cache: bool = True,
 ) -> torch.Tensor:
-    """:func:`greedy_decode` for a model whose ``start`` takes ``use_cache`` (the Transformer).
+    """:func:`~transformer.decoding.greedy_decode` for a model whose ``start`` takes ``use_cache`` (the Transformer).
 
     With ``use_cache=True`` each step feeds only the newest token and the model reuses
     the keys and values of earlier positions (a key/value cache); with ``False`` it
@@ -59,7 +59,7 @@ def greedy_decode_with_cache(
     tokens; the cache turns O(L^2) decoder work into O(L).
 
     Shape:
-        src: (B, S) long -> (B, L) long, as :func:`greedy_decode`.
+        src: (B, S) long -> (B, L) long, as :func:`~transformer.decoding.greedy_decode`.
     """
     max_len, bos_id, eos_id, pad_id = decode_defaults(model, src, max_len, bos_id, eos_id, pad_id)
     return greedy_decode(_CacheChoice(model, use_cache), src, max_len, bos_id, eos_id, pad_id)
@@ -101,7 +101,7 @@ def beam_search(
         bos_id, eos_id, pad_id: special ids (pad is written after eos); the defaults
             come from the model (see :func:`~transformer.decoding.decode_defaults`).
         beam_size: K >= 1.
-        length_penalty: alpha >= 0 in ``|y|^alpha`` (|y| counts the eos).
+        length_penalty: alpha >= 0 in ``|y|^alpha`` (the length ``|y|`` counts the eos).
         use_cache: passed to ``model.start`` when not ``None`` (Transformer only).
         return_scores: also return the normalised score of each output.
 

@@ -46,12 +46,12 @@ class BottleneckSetup:
     One model is trained once on sources of mixed lengths (uniform between
     ``min_len`` and ``max_len``), then its exact-match accuracy is measured for
     each source length on held-out test sources. With the context-vector
-    :class:`Seq2Seq` at a fixed ``hidden_size`` accuracy is high for short
+    :class:`~transformer.seq2seq.Seq2Seq` at a fixed ``hidden_size`` accuracy is high for short
     sources and collapses for long ones; chapter 5 passes an attention model
     of the same hidden size through the same setup.
 
     Attributes:
-        task: a digit task of :func:`transformer.data.load_task` (``copy`` makes the
+        task: a digit task of :func:`transformer.tasks.load_task` (``copy`` makes the
             decoder reproduce the whole source from the context vector).
         min_len, max_len: range of source lengths.
         n_train, n_val, n_test: split sizes (test sources are spread over all lengths).

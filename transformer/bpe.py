@@ -35,7 +35,7 @@ from typing import Any
 Pair = tuple[int, int]
 Word = tuple[int, ...]
 
-#: Pieces: contractions ('s, 't, ...), an optional space then letters, an
+#: The pieces are contractions ('s, 't, ...), an optional space then letters, an
 #: optional space then digits, an optional space then other symbols
 #: (underscore included), whitespace not followed by a non-space (so the
 #: last space before a word stays with the word), and any other whitespace.
@@ -134,7 +134,7 @@ class BPETokenizer:
 
     @property
     def vocab_size(self) -> int:
-        """Number of tokens: 256 bytes plus one per merge."""
+        """The number of tokens, 256 bytes plus one per merge."""
         return N_BYTES + len(self.merges)
 
     @classmethod

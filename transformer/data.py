@@ -183,7 +183,7 @@ def lengths_to_mask(lengths: Tensor, max_len: int | None = None) -> Tensor:
     """Boolean mask, ``True`` at real tokens and ``False`` at padding.
 
     Shape:
-        lengths ``(B,)`` -> mask ``(B, L)`` with ``L = max_len or lengths.max()``.
+        lengths: (B,) -> mask (B, L), with L = ``max_len`` or the longest length.
     """
     if lengths.dim() != 1:
         raise ValueError(f"lengths must be 1-D (B,), got shape {tuple(lengths.shape)}")
@@ -214,12 +214,12 @@ class Batch:
 
     @property
     def tgt_in(self) -> Tensor:
-        """Decoder input for teacher forcing: ``<bos>`` y1 ... yn, shape ``(B, T)``."""
+        """The decoder input for teacher forcing, ``<bos>`` y1 ... yn, shape ``(B, T)``."""
         return self.tgt[:, :-1]
 
     @property
     def tgt_out(self) -> Tensor:
-        """Labels: y1 ... yn ``<eos>``, shifted one step left, shape ``(B, T)``."""
+        """The labels, y1 ... yn ``<eos>`` (the input shifted one step left), ``(B, T)``."""
         return self.tgt[:, 1:]
 
     @property

@@ -39,6 +39,11 @@ from transformer.multihead import MultiHeadAttention, _value_term_of, fused_atte
 
 __all__ = [
     "FastDecoding",
+    "LayerWeights",
+    "attention_weights",
+    "decoder_layer_step",
+    "fill_cross_cache",
+    "layer_weights",
     "FastDecodingState",
     "FastDropout",
     "StepWeights",

@@ -92,7 +92,7 @@ class LSTMCell(_RecurrentCell[tuple[Tensor, Tensor]]):
         return LSTMGates(i, f, g, o, c_new, h_new)
 
     def gates(self, x: Tensor, state: tuple[Tensor, Tensor] | None = None) -> LSTMGates:
-        """Like :meth:`forward` but also return the gates, for plots and explanations."""
+        """Like ``forward`` but also return the gates, for plots and explanations."""
         state = self._prepare(x, state)
         return self.gates_from_projection(self.project_input(x), state)
 
@@ -149,7 +149,7 @@ class GRUCell(_RecurrentCell[Tensor]):
         return GRUGates(r, z, n, h_new)
 
     def gates(self, x: Tensor, h: Tensor | None = None) -> GRUGates:
-        """Like :meth:`forward` but also return the gates."""
+        """Like ``forward`` but also return the gates."""
         h = self._prepare(x, h)
         return self.gates_from_projection(self.project_input(x), h)
 
@@ -161,7 +161,7 @@ class GRUCell(_RecurrentCell[Tensor]):
 class GRU(_RecurrentLayer):
     """Multi-layer GRU over whole sequences (``torch.nn.GRU``, batch first).
 
-    Args and shapes as :class:`RNN` (no ``nonlinearity``).
+    Args and shapes as :class:`~transformer.rnn.RNN` (no ``nonlinearity``).
 
     Reference: Cho et al., 2014; compared with the LSTM by Chung et al., 2014.
     """

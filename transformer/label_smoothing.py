@@ -48,7 +48,7 @@ def label_smoothed_cross_entropy(
         logits: unnormalised scores.
         targets: labels, ``pad_id`` where there is no token.
         pad_id: the padding id to ignore (no loss, no gradient, not counted).
-        smoothing: eps in [0, 1); 0 gives :func:`sequence_cross_entropy`.
+        smoothing: eps in [0, 1); 0 gives :func:`~transformer.training.sequence_cross_entropy`.
 
     Returns:
         The mean loss per real token (0 for an all-padding batch).
@@ -77,7 +77,7 @@ def label_smoothed_cross_entropy(
 
 
 def label_smoothing_loss(pad_id: int, smoothing: float = 0.1) -> LossFn:
-    """A ``loss_fn`` for :func:`train`: label-smoothed cross-entropy ignoring ``pad_id``."""
+    """A ``loss_fn`` for :func:`~transformer.training.train`: label-smoothed cross-entropy ignoring ``pad_id``."""
     if not 0.0 <= smoothing < 1.0:
         raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
 

@@ -41,7 +41,7 @@ __all__ = [
 
 
 class Encoder(nn.Module):
-    """Embedding, positions and a stack of :class:`EncoderLayer`.
+    """Embedding, positions and a stack of :class:`~transformer.layers.EncoderLayer`.
 
     Shape:
         src: (B, S) long -> memory (B, S, C)
@@ -98,7 +98,7 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """Embedding, positions, a stack of :class:`DecoderLayer` and the output projection.
+    """Embedding, positions, a stack of :class:`~transformer.layers.DecoderLayer` and the output projection.
 
     Shape:
         tgt: (B, T) long, memory: (B, S, C) -> logits (B, T, V)
@@ -207,7 +207,7 @@ class Transformer(nn.Module):
     """The encoder-decoder Transformer (Vaswani et al., 2017).
 
     Args:
-        config: a :class:`TransformerConfig`.
+        config: a :class:`~transformer.config.TransformerConfig`.
 
     Shape:
         src: (B, S) long, tgt_in: (B, T) long -> logits (B, T, V)
@@ -288,8 +288,9 @@ class Transformer(nn.Module):
         of its dropout masks.
 
         Returns:
-            ``{"encoder": [(B, H, S, S)] * L_enc, "decoder_self": [(B, H, T, T)] * L_dec,
-            "cross": [(B, H, T, S)] * L_dec}``.
+            A dict with one list of weights per layer, ``"encoder"`` (B, H, S, S)
+            per encoder layer, ``"decoder_self"`` (B, H, T, T) and ``"cross"``
+            (B, H, T, S) per decoder layer.
         """
         check_ids(src, "src", self.config.src_vocab_size)
         check_ids(tgt_in, "tgt_in", self.config.tgt_vocab_size)

@@ -73,7 +73,7 @@ class KneserNeyLM:
 
     @property
     def vocab_size(self) -> int:
-        """Symbols that can be predicted: the training vocabulary and ``<unk>``."""
+        """How many symbols can be predicted (the training vocabulary and ``<unk>``)."""
         return len(self.symbols) + 1
 
     def _ids(self, doc: Sequence[Hashable]) -> list[int]:
@@ -153,7 +153,7 @@ class KneserNeyLM:
                 empty); only the last ``order - 1`` matter.
 
         Shape:
-            returns (vocab_size,): ids of :attr:`symbols`, then ``<unk>``;
+            returns (vocab_size,): ids of ``symbols``, then ``<unk>``;
             sums to 1.
         """
         ids = self._ids(context)

@@ -130,7 +130,7 @@ class PositionalScheme(nn.Module):
         q_pos (T,) long; k_pos (S,) long.
     """
 
-    #: Name used by :func:`make_positional`.
+    #: Name used by :func:`~transformer.relative.make_positional`.
     name: str = "none"
 
     def embed(self, x: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
@@ -138,7 +138,7 @@ class PositionalScheme(nn.Module):
         return x
 
     def embed_range(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
-        """:meth:`embed` for the positions ``start, ..., start + T - 1``, the usual case.
+        """``embed`` for the positions ``start, ..., start + T - 1``, the usual case.
 
         Models always number a sequence consecutively (from 0, or from the length of the
         cache when decoding), so a scheme can slice its table instead of indexing it.
@@ -169,7 +169,7 @@ class PositionalScheme(nn.Module):
         return None
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
-        """Calling a scheme on embeddings is the same as :meth:`embed`."""
+        """Calling a scheme on embeddings is the same as ``embed``."""
         return self.embed(x, positions)
 
 
@@ -250,7 +250,7 @@ class SinusoidalPositionalEncoding(PositionalScheme):
 
     The table is a non-persistent buffer (it follows ``.to(device)`` and is not saved in
     the state dict) that grows on demand, so any position can be encoded. Dropout on the
-    sum, as in the paper, belongs to the model that calls :meth:`embed`.
+    sum, as in the paper, belongs to the model that calls ``embed``.
 
     Args:
         d_model: embedding size C (even).

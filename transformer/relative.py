@@ -60,14 +60,14 @@ class RelativePositionRepresentations(PositionalScheme):
 
     The key term changes the score of query ``i`` against key ``j`` to
     ``q_i . (k_j + a^K_{clip(j - i)}) / sqrt(D)``; the extra part
-    ``q_i . a^K_{clip(j-i)} / sqrt(D)`` is returned by :meth:`score_bias`, so it depends on
+    ``q_i . a^K_{clip(j-i)} / sqrt(D)`` is returned by ``score_bias``, so it depends on
     the query's content as well as on the distance. Distances beyond ``max_distance`` share
     the vector of ``+-max_distance``, which is what lets the scheme run at any length.
     As in the paper, the vectors are shared across heads.
 
     The optional value term adds ``sum_j w_ij a^V_{clip(j - i)}`` to each head's output;
     :meth:`value_term` computes it from the attention weights; the score hooks cannot
-    express it, so :class:`~transformer.attention.MultiHeadAttention` calls it itself
+    express it, so :class:`~transformer.multihead.MultiHeadAttention` calls it itself
     (on its explicit path) whenever the scheme has value vectors.
 
     Args:
