@@ -51,7 +51,8 @@ def greedy_decode_with_cache(
     *,
     use_cache: bool = True,
 ) -> torch.Tensor:
-    """:func:`~transformer.decoding.greedy_decode` for a model whose ``start`` takes ``use_cache`` (the Transformer).
+    """:func:`~transformer.decoding.greedy_decode` for a model whose ``start`` takes
+    ``use_cache`` (the Transformer).
 
     With ``use_cache=True`` each step feeds only the newest token and the model reuses
     the keys and values of earlier positions (a key/value cache); with ``False`` it

@@ -24,7 +24,8 @@ class KVCache:
     """Keys and values kept between decoding steps, so each step projects only new tokens.
 
     * A growing cache (``static=False``, self-attention in a decoder): every call of
-      :class:`~transformer.multihead.MultiHeadAttention` appends the keys and values of the new tokens and
+      :class:`~transformer.multihead.MultiHeadAttention` appends the keys and values of the
+      new tokens and
       attends over everything cached so far.
     * A static cache (``static=True``, cross-attention): the encoder memory is
       projected into keys and values on the first call and reused afterwards.

@@ -77,7 +77,8 @@ def label_smoothed_cross_entropy(
 
 
 def label_smoothing_loss(pad_id: int, smoothing: float = 0.1) -> LossFn:
-    """A ``loss_fn`` for :func:`~transformer.training.train`: label-smoothed cross-entropy ignoring ``pad_id``."""
+    """A ``loss_fn`` for :func:`~transformer.training.train`: label-smoothed cross-entropy
+    ignoring ``pad_id``."""
     if not 0.0 <= smoothing < 1.0:
         raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
 

@@ -98,7 +98,8 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """Embedding, positions, a stack of :class:`~transformer.layers.DecoderLayer` and the output projection.
+    """Embedding, positions, a stack of :class:`~transformer.layers.DecoderLayer` and the
+    output projection.
 
     Shape:
         tgt: (B, T) long, memory: (B, S, C) -> logits (B, T, V)

@@ -1,6 +1,7 @@
 """Scaled dot-product and multi-head attention (chapter 6).
 
-:func:`~transformer.attention.scaled_dot_product_attention` is the equation of Vaswani et al. (2017),
+:func:`~transformer.attention.scaled_dot_product_attention` is the equation of Vaswani et
+al. (2017),
 written out in plain operations so that its weights can be plotted;
 :func:`fused_attention` is PyTorch's fused kernel, made safe for rows that may
 attend to nothing. :class:`MultiHeadAttention` projects queries, keys and values,

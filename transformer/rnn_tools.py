@@ -39,7 +39,8 @@ def gradient_norm_by_distance(
     quantity that vanishes or explodes (Bengio et al., 1994; Pascanu et al., 2013).
 
     Args:
-        layer: one of :class:`~transformer.rnn.RNN`, :class:`~transformer.gated.LSTM`, :class:`~transformer.gated.GRU`.
+        layer: one of :class:`~transformer.rnn.RNN`, :class:`~transformer.gated.LSTM`,
+        :class:`~transformer.gated.GRU`.
         x: input sequences (not modified).
         generator: random source for the directions ``u``.
 

@@ -58,7 +58,8 @@ def warmup_inverse_sqrt_scheduler(
     """A ``LambdaLR`` that scales each group's learning rate by :func:`warmup_inverse_sqrt`.
 
     The optimizer's ``lr`` becomes the *peak* learning rate, reached after ``warmup``
-    steps. Pass the result as ``scheduler=`` to :func:`~transformer.training.train` (stepped once per
+    steps. Pass the result as ``scheduler=`` to :func:`~transformer.training.train`
+    (stepped once per
     optimizer step). With ``lr = 1 / sqrt(d_model * warmup)`` it is exactly the paper's
     schedule (:func:`noam_rate`).
 

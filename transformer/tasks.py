@@ -265,7 +265,8 @@ class TaskData:
     def loader(
         self, split: str, batch_size: int = 64, shuffle: bool | None = None, seed: int = 0
     ) -> DataLoader:
-        """A DataLoader of :class:`~transformer.data.Batch` es; shuffles (reproducibly) only ``train`` by default."""
+        """A DataLoader of :class:`~transformer.data.Batch` es; shuffles (reproducibly)
+        only ``train`` by default."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         shuffle = (split == "train") if shuffle is None else shuffle
