@@ -285,3 +285,18 @@ def test_flashcards_page_offers_the_anki_deck(page, server):
     assert href.endswith(".apkg")
     response = page.request.get(href)
     assert response.ok and response.body()[:2] == b"PK", "the deck is not a zip (.apkg) file"
+
+
+def test_api_reference_documents_every_module_with_its_shapes(page, server):
+    from transformer import CHAPTER_OF_MODULE
+
+    open_page(page, f"{server}/book/api.html")
+    ids = set(page.eval_on_selector_all("dl.py [id]", "els => els.map(e => e.id)"))
+    for module in CHAPTER_OF_MODULE:
+        assert any(i.startswith(f"transformer.{module}.") for i in ids), (
+            f"the API reference documents nothing of transformer.{module}"
+        )
+    mha = page.locator("[id='transformer.multihead.MultiHeadAttention']").locator("xpath=..")
+    text = mha.inner_text()
+    assert "Shape" in text and "(B, T, C)" in text, "MultiHeadAttention's Shape: is not rendered"
+    assert "Parameters" in text and "d_model" in text
