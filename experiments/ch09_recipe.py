@@ -42,8 +42,8 @@ from transformer.beam import beam_search
 from transformer.config import TransformerConfig
 from transformer.data import pad_sequences
 from transformer.decoding import greedy_decode
-from transformer.label_smoothing import label_smoothing_loss
 from transformer.fast import use_fast_dropout
+from transformer.label_smoothing import label_smoothing_loss
 from transformer.model import Transformer
 from transformer.schedules import warmup_inverse_sqrt_scheduler
 from transformer.tasks import load_task
