@@ -221,7 +221,8 @@ class DecoderOnlyTransformer(nn.Module):
             got = tuple(prev.shape) if isinstance(prev, Tensor) else prev
             raise ValueError(f"prev must have shape ({B},), got {got}")
         self._check(prev[:, None], state.length)
-        keys = torch.cat([state.keys, torch.ones_like(prev, dtype=torch.bool)[:, None]], 1)
+        new = torch.ones_like(prev, dtype=torch.bool)[:, None]  # (B, 1)
+        keys = torch.cat([state.keys, new], 1)  # (B, t+1)
         mask = None if bool(keys.all()) else keys[:, None, None, :]  # (B, 1, 1, t+1)
         x = self._blocks(prev[:, None], mask, state.length, state.caches)  # (B, 1, C)
         logits = self.output(x[:, 0])  # (B, V)

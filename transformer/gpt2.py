@@ -121,7 +121,8 @@ def load_gpt2_state_dict(
         target.copy_(source)
 
     put(model.embedding.weight, take("wte.weight"), "wte.weight")
-    put(cast(Tensor, model.positional.weight), take("wpe.weight"), "wpe.weight")  # learned
+    positions = cast(Tensor, model.positional.weight)  # the learned table
+    put(positions, take("wpe.weight"), "wpe.weight")
     for i, layer in enumerate(cast("Iterable[EncoderLayer]", model.layers)):
         p = f"h.{i}."
         w = take(p + "attn.c_attn.weight")  # (C, 3C): x @ w gives [q | k | v]
