@@ -1,0 +1,128 @@
+"""Chapter 10's experiment scripts: quick runs end to end, and the stored tables agree."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from transformer.utils import experiment_results, seed_spread
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ("lstm", "transformer")
+
+
+def run_quick(script: str, out: Path, *extra: str) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "BOOK_SEED": "0"}
+    subprocess.run(
+        [sys.executable, f"experiments/{script}.py", "--quick", "--out", str(out), *extra],
+        cwd=ROOT, env=env, check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    return json.loads(out.read_text())
+
+
+def check_baselines_layout(table: dict, n_seeds: int) -> None:
+    for key in ("seeds", "data", "budget_cpu_seconds", "training", "ngram", "models",
+                "verdicts", "notes", "machine"):  # fmt: skip
+        assert key in table, key
+    assert len(table["seeds"]) == n_seeds
+    for order, row in table["ngram"].items():
+        assert int(order) >= 2 and 0 < row["bpc"] < 8
+        assert all(s.startswith(table["prompt"]) for s in row["samples"].values())
+    for kind in MODELS:
+        model = table["models"][kind]
+        assert sorted(model["per_seed"]) == sorted(map(str, table["seeds"]))
+        for run in model["per_seed"].values():
+            assert 0 < run["bpc"] < 8
+            assert run["tokens"] == run["steps"] * table["training"]["tokens_per_batch"]
+            assert 2 <= len(run["curve"]) <= 12
+            assert [p[0] for p in run["curve"]] == sorted(p[0] for p in run["curve"])
+            assert set(run["samples"]) == {"greedy", "temperature_0.8_seed_0",
+                                           "temperature_0.8_seed_1"}  # fmt: skip
+        assert model["summary"]["bpc"] == seed_spread(
+            [r["bpc"] for r in model["per_seed"].values()]
+        )
+    verdict = table["verdicts"][0]
+    assert verdict["winner"] == min(verdict["bpc"], key=verdict["bpc"].get)
+
+
+def check_scaling_layout(table: dict) -> None:
+    for key in ("training", "flops_method", "models", "table", "frontier", "fit", "machine"):
+        assert key in table, key
+    assert len(table["table"]) == sum(len(m["points"]) for m in table["models"])
+    for model in table["models"]:
+        # the count includes attention's T x T products, which 6 N D leaves out
+        assert 1.0 < model["counted_over_6nd"] < 2.0
+        flops = [p["flops"] for p in model["points"]]
+        assert flops == sorted(flops)
+        for p in model["points"]:
+            assert p["flops"] == p["steps"] * model["flops_per_step_counted"]
+            assert math.isclose(p["val_bpc"], p["val_nats_per_char"] / math.log(2))
+    losses = [r["val_nats_per_char"] for r in table["frontier"]]
+    assert losses == sorted(losses, reverse=True) and len(set(losses)) == len(losses)
+    best = min(r["val_nats_per_char"] for r in table["table"])
+    assert losses[-1] == best
+
+
+def test_baselines_quick_run_writes_the_table(tmp_path):
+    table = run_quick("ch10_baselines", tmp_path / "b.json", "--seeds", "2")
+    assert table["quick"] is True
+    check_baselines_layout(table, n_seeds=2)
+
+
+def test_scaling_quick_run_writes_the_table(tmp_path):
+    table = run_quick("ch10_scaling", tmp_path / "s.json")
+    assert table["quick"] is True
+    check_scaling_layout(table)
+
+
+@pytest.fixture(scope="module")
+def baselines() -> dict:
+    return experiment_results("ch10_baselines", start=ROOT)
+
+
+def test_stored_baselines_are_consistent(baselines):
+    assert baselines["quick"] is False
+    check_baselines_layout(baselines, n_seeds=3)
+    assert sorted(baselines["ngram"]) == ["3", "5", "7"]
+
+
+def test_stored_baselines_give_both_networks_the_same_budget(baselines):
+    budget = baselines["budget_cpu_seconds"]
+    for kind in MODELS:
+        for run in baselines["models"][kind]["per_seed"].values():
+            # a run stops at the first step that reaches the budget
+            assert budget <= run["cpu_seconds"] < budget + 2.0
+    if baselines["extended"] is not None:
+        ext = baselines["extended"]
+        assert ext["budget_cpu_seconds"] > budget
+        assert sorted(ext["runs"]) == sorted(MODELS)
+        for run in ext["runs"].values():
+            assert ext["budget_cpu_seconds"] <= run["cpu_seconds"] < ext["budget_cpu_seconds"] + 2
+        assert baselines["verdicts"][-1]["budget_cpu_seconds"] == ext["budget_cpu_seconds"]
+
+
+def test_stored_baselines_verdicts_follow_the_numbers(baselines):
+    for verdict in baselines["verdicts"]:
+        assert verdict["winner"] == min(verdict["bpc"], key=verdict["bpc"].get)
+    first = baselines["verdicts"][0]["bpc"]
+    for kind in MODELS:
+        assert first[kind] == baselines["models"][kind]["summary"]["bpc"]["mean"]
+    assert first["ngram"] == min(row["bpc"] for row in baselines["ngram"].values())
+    # a higher order fits the training text better and, here, the validation text too
+    assert baselines["ngram"]["7"]["bpc"] < baselines["ngram"]["3"]["bpc"]
+
+
+def test_stored_scaling_is_consistent():
+    table = experiment_results("ch10_scaling", start=ROOT)
+    assert table["quick"] is False
+    check_scaling_layout(table)
+    assert len(table["models"]) >= 4
+    params = [m["params"] for m in table["models"]]
+    assert params == sorted(params)
+    assert table["fit"]["b"] > 0  # more compute, lower loss
