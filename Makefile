@@ -43,6 +43,7 @@ book: $(STAMP)
 	@start=$$(date +%s); \
 	$(PY) tools/fetch_static.py && \
 	$(PY) -m tools.flashcards && \
+	$(PY) -m tools.exercises assign --out book/_generated/exercises >/dev/null && \
 	$(PY) -m tools.api_reference && \
 	$(VENV)/bin/jupyter-book build . --builder html -q && \
 	echo "Built in $$(( $$(date +%s) - start )) s. Open $(CURDIR)/_build/html/index.html in a browser."
@@ -52,6 +53,7 @@ book-strict: $(STAMP)
 	$(PY) tools/fetch_static.py
 	$(PY) -m tools.flashcards
 	$(PY) -m tools.api_reference
+	$(PY) -m tools.exercises assign --out book/_generated/exercises >/dev/null
 	$(VENV)/bin/jupyter-book build . --builder html -W -n --keep-going
 
 lint: $(STAMP)

@@ -328,8 +328,8 @@ def scaled_dot_product_attention(
     """softmax(Q K^T / sqrt(D) + bias, masked) V, written out in plain operations.
 
     The reference implementation the book reads and plots;
-    :class:`~transformer.multihead.MultiHeadAttention`
-    can switch to PyTorch's fused kernel, and the tests prove the two agree.
+    :class:`~transformer.multihead.MultiHeadAttention` can switch to PyTorch's fused
+    kernel, and the tests prove the two agree.
     From Vaswani et al. (2017), "Attention Is All You Need", equation (1).
 
     Args:

@@ -25,8 +25,7 @@ class KVCache:
 
     * A growing cache (``static=False``, self-attention in a decoder): every call of
       :class:`~transformer.multihead.MultiHeadAttention` appends the keys and values of the
-      new tokens and
-      attends over everything cached so far.
+      new tokens and attends over everything cached so far.
     * A static cache (``static=True``, cross-attention): the encoder memory is
       projected into keys and values on the first call and reused afterwards.
 

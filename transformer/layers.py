@@ -349,7 +349,7 @@ class DecoderLayer(nn.Module):
             q_pos: positions (T,) of the queries (defaults continue from the cache).
             cache: ``(self_cache, cross_cache)`` for incremental decoding.
             need_weights: also return ``(self_weights, cross_weights)``, each (B, H, T, T)
-            and (B, H, T, S).
+                and (B, H, T, S).
 
         Returns:
             The output (B, T, C), or ``(output, (self_weights, cross_weights))``.

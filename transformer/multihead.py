@@ -42,8 +42,8 @@ def fused_attention(
     """PyTorch's fused kernel, made safe for query rows with nothing to attend to.
 
     Shape:
-        q (B, H, T, D), k (B, H, S, D), v (B, H, S, D), mask bool and bias float
-        broadcastable to (B, H, T, S) -> (B, H, T, D).
+        q, k, v: (B, H, T, D), (B, H, S, D), (B, H, S, D); mask (bool) and bias
+            (float) broadcastable to (B, H, T, S) -> (B, H, T, D).
     """
     if mask is None and bias is None:
         return F.scaled_dot_product_attention(q, k, v, dropout_p=p)  # (B, H, T, D)

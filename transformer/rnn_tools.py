@@ -40,7 +40,7 @@ def gradient_norm_by_distance(
 
     Args:
         layer: one of :class:`~transformer.rnn.RNN`, :class:`~transformer.gated.LSTM`,
-        :class:`~transformer.gated.GRU`.
+            :class:`~transformer.gated.GRU`.
         x: input sequences (not modified).
         generator: random source for the directions ``u``.
 

@@ -59,9 +59,8 @@ def warmup_inverse_sqrt_scheduler(
 
     The optimizer's ``lr`` becomes the *peak* learning rate, reached after ``warmup``
     steps. Pass the result as ``scheduler=`` to :func:`~transformer.training.train`
-    (stepped once per
-    optimizer step). With ``lr = 1 / sqrt(d_model * warmup)`` it is exactly the paper's
-    schedule (:func:`noam_rate`).
+    (stepped once per optimizer step). With ``lr = 1 / sqrt(d_model * warmup)`` it is
+    exactly the paper's schedule (:func:`noam_rate`).
 
     Args:
         optimizer: e.g. ``Adam(params, lr=peak, betas=(0.9, 0.98), eps=1e-9)`` as in the paper.

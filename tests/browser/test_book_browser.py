@@ -300,3 +300,24 @@ def test_api_reference_documents_every_module_with_its_shapes(page, server):
     text = mha.inner_text()
     assert "Shape" in text and "(B, T, C)" in text, "MultiHeadAttention's Shape: is not rendered"
     assert "Parameters" in text and "d_model" in text
+
+
+@pytest.mark.parametrize("doc", [p for p in toc_pages() if re.match(r"notebooks/\d\d_", p)])
+def test_chapter_offers_its_student_exercise_notebook(page, server, doc):
+    import json
+
+    open_page(page, f"{server}/{doc}.html")
+    stem = doc.split("/")[-1]
+    links = page.eval_on_selector_all(
+        f"a[href$='{stem}.ipynb'].download, a.download[href$='.ipynb']",
+        "els => els.map(e => e.href)",
+    )
+    assert links, f"{doc} has no download link to its student exercise notebook"
+    response = page.request.get(links[0])
+    assert response.ok, f"{links[0]} answered {response.status}"
+    nb = json.loads(response.body())
+    text = json.dumps(nb)
+    markers = ("BEGIN SOLUTION", "END SOLUTION", "hidden: true", "_hidden_")
+    assert nb["cells"] and not any(m in text for m in markers), (
+        "the downloaded notebook is not the student version"
+    )
