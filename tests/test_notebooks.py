@@ -116,6 +116,7 @@ _STRIP = [
     re.compile(r"^\s*:::.*$", re.MULTILINE),  # colon-fence directive lines
     re.compile(r"^\s*:[\w-]+:.*$", re.MULTILINE),  # directive options
     re.compile(r"^#+ .*$", re.MULTILINE),  # headings (section numbers)
+    re.compile(r"\bFigure \d+\.\d+"),  # figure labels ("Figure 10.2"), not results
 ]
 # A percentage, a speed-up factor ("5.3x") or a decimal number typed into the prose.
 RESULT_NUMBER = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?\s?%|\d+(?:\.\d+)?\s?[x×](?![\w])|\d+\.\d+)")
@@ -143,6 +144,7 @@ def test_typed_number_detector():
     assert typed_numbers("reached {glue:text}`acc:.1%` with $p = 0.1$ and `lr=1e-3`") == []
     assert typed_numbers("## 9.2 Training\nsee {cite:p}`vaswani2017` and figure 3") == []
     assert typed_numbers("$$\\sigma = 0.5$$ and a 4x4 grid") == []
+    assert typed_numbers("**Figure 10.2.** Loss 0.25 per token") == ["0.25"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
