@@ -6,7 +6,7 @@ C = 32 to 192, 2 to 4 layers, FFN 4C, block 128) learn the Python help topics
 seed=0)``, never trained on). Each trains for the same number of tokens with AdamW at
 a constant learning rate after 50 warm-up steps (constant, so that one run gives a
 point of the loss-compute curve at every checkpoint, as in Kaplan et al. 2020's
-envelope of training curves), batches of 16 x 128 characters, no dropout. At
+envelope of training curves), batches of 8 x 128 characters, no dropout. At
 checkpoints after 1/8, 1/4, 1/2 and all of the tokens it is scored on the whole
 validation stream (``iter_eval_blocks``, context 128): nats per character and bits
 per character.
@@ -54,7 +54,7 @@ SIZES = [  # (d_model, n_layers, n_heads)
     (128, 4, 4),
     (192, 4, 6),
 ]
-FULL = dict(tokens=320_000, batch=16, block=128)
+FULL = dict(tokens=320_000, batch=8, block=128)
 QUICK = dict(tokens=2_048, batch=4, block=32)
 QUICK_SIZES = [(16, 1, 2), (32, 1, 2)]
 LR, WARMUP, CLIP, WEIGHT_DECAY = 3e-3, 50, 1.0, 0.01
