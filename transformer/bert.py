@@ -83,8 +83,7 @@ class EncoderOnlyTransformer(nn.Module):
         self.pad_id = c.pad_id
         self.embedding = TokenEmbedding(c.vocab_size, c.d_model, c.pad_id)
         if not c.scale_embeddings:
-            self.embedding.scale = 1.0
-            nn.init.normal_(self.embedding.weight, std=0.02)
+            self.embedding.unscaled_(std=0.02)
         self.positional = c.make_positional()
         self._use_hooks = has_attention_hooks(self.positional)
         # Post-LN stacks normalise the embeddings first (BERT); pre-LN ones at the end.
@@ -92,19 +91,7 @@ class EncoderOnlyTransformer(nn.Module):
             None if c.norm_first else nn.LayerNorm(c.d_model, eps=c.layer_norm_eps)
         )
         self.dropout = nn.Dropout(c.dropout)
-        self.layers = nn.ModuleList(
-            EncoderLayer(
-                c.d_model,
-                c.n_heads,
-                c.d_ff,
-                c.dropout,
-                c.activation,
-                c.norm_first,
-                c.layer_norm_eps,
-                c.bias,
-            )
-            for _ in range(c.n_layers)
-        )
+        self.layers = nn.ModuleList(EncoderLayer.from_config(c) for _ in range(c.n_layers))
         self.norm = nn.LayerNorm(c.d_model, eps=c.layer_norm_eps) if c.use_final_norm else None
         self.token_head = nn.Linear(c.d_model, c.vocab_size, bias=c.bias)
         if c.tie_output:

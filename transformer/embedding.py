@@ -67,6 +67,12 @@ class TokenEmbedding(nn.Module):
     def weight(self) -> nn.Parameter:
         return cast(nn.Parameter, self.embedding.weight)  # typed as a Tensor by torch
 
+    def unscaled_(self, std: float = 0.02) -> TokenEmbedding:
+        """No sqrt(C) scaling, weights redrawn at ``std`` (GPT-2's and BERT's choice)."""
+        self.scale = 1.0
+        nn.init.normal_(self.weight, std=std)
+        return self
+
     def forward(self, ids: Tensor) -> Tensor:
         return self.embedding(ids) * self.scale  # (B, T, C)
 

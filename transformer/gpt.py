@@ -106,24 +106,11 @@ class DecoderOnlyTransformer(nn.Module):
         self.pad_id, self.bos_id, self.eos_id = c.pad_id, c.bos_id, c.eos_id
         self.embedding = TokenEmbedding(c.vocab_size, c.d_model, c.pad_id)
         if not c.scale_embeddings:
-            self.embedding.scale = 1.0
-            nn.init.normal_(self.embedding.weight, std=0.02)
+            self.embedding.unscaled_(std=0.02)
         self.positional = c.make_positional()
         self._use_hooks = has_attention_hooks(self.positional)
         self.dropout = nn.Dropout(c.dropout)
-        self.layers = nn.ModuleList(
-            EncoderLayer(
-                c.d_model,
-                c.n_heads,
-                c.d_ff,
-                c.dropout,
-                c.activation,
-                c.norm_first,
-                c.layer_norm_eps,
-                c.bias,
-            )
-            for _ in range(c.n_layers)
-        )
+        self.layers = nn.ModuleList(EncoderLayer.from_config(c) for _ in range(c.n_layers))
         self.norm = nn.LayerNorm(c.d_model, eps=c.layer_norm_eps) if c.use_final_norm else None
         self.output = nn.Linear(c.d_model, c.vocab_size, bias=c.output_bias)
         if c.tie_output:

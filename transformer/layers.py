@@ -20,6 +20,7 @@ Masks are boolean with ``True`` = may attend, broadcastable to (B, H, T, S).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -190,6 +191,21 @@ class EncoderLayer(nn.Module):
         self.dropout1 = nn.Dropout(dropout)
         self.dropout2 = nn.Dropout(dropout)
 
+    @classmethod
+    def from_config(cls, config: Any) -> EncoderLayer:
+        """A layer with the sizes and options of a model config (chapter 9's family)."""
+        c = config
+        return cls(
+            c.d_model,
+            c.n_heads,
+            c.d_ff,
+            c.dropout,
+            c.activation,
+            c.norm_first,
+            c.layer_norm_eps,
+            c.bias,
+        )
+
     def copy_from_torch(self, layer: nn.TransformerEncoderLayer) -> EncoderLayer:
         """Copy the weights of a ``torch.nn.TransformerEncoderLayer`` of the same shape."""
         if layer.norm_first != self.norm_first:
@@ -311,6 +327,21 @@ class DecoderLayer(nn.Module):
         self.dropout1 = nn.Dropout(dropout)
         self.dropout2 = nn.Dropout(dropout)
         self.dropout3 = nn.Dropout(dropout)
+
+    @classmethod
+    def from_config(cls, config: Any) -> DecoderLayer:
+        """A layer with the sizes and options of a model config (chapter 9's family)."""
+        c = config
+        return cls(
+            c.d_model,
+            c.n_heads,
+            c.d_ff,
+            c.dropout,
+            c.activation,
+            c.norm_first,
+            c.layer_norm_eps,
+            c.bias,
+        )
 
     def copy_from_torch(self, layer: nn.TransformerDecoderLayer) -> DecoderLayer:
         """Copy the weights of a ``torch.nn.TransformerDecoderLayer`` of the same shape."""

@@ -59,19 +59,7 @@ class Encoder(nn.Module):
         self.positional = positional
         self._use_hooks = has_attention_hooks(positional)
         self.dropout = nn.Dropout(c.dropout)
-        self.layers = nn.ModuleList(
-            EncoderLayer(
-                c.d_model,
-                c.n_heads,
-                c.d_ff,
-                c.dropout,
-                c.activation,
-                c.norm_first,
-                c.layer_norm_eps,
-                c.bias,
-            )
-            for _ in range(c.n_encoder_layers)
-        )
+        self.layers = nn.ModuleList(EncoderLayer.from_config(c) for _ in range(c.n_encoder_layers))
         self.norm = nn.LayerNorm(c.d_model, eps=c.layer_norm_eps) if c.use_final_norm else None
 
     def forward(
@@ -117,19 +105,7 @@ class Decoder(nn.Module):
         self.positional = positional
         self._use_hooks = has_attention_hooks(positional)
         self.dropout = nn.Dropout(c.dropout)
-        self.layers = nn.ModuleList(
-            DecoderLayer(
-                c.d_model,
-                c.n_heads,
-                c.d_ff,
-                c.dropout,
-                c.activation,
-                c.norm_first,
-                c.layer_norm_eps,
-                c.bias,
-            )
-            for _ in range(c.n_decoder_layers)
-        )
+        self.layers = nn.ModuleList(DecoderLayer.from_config(c) for _ in range(c.n_decoder_layers))
         self.norm = nn.LayerNorm(c.d_model, eps=c.layer_norm_eps) if c.use_final_norm else None
         self.output = nn.Linear(c.d_model, c.tgt_vocab_size, bias=c.bias)
         if c.tie_output:
