@@ -45,6 +45,7 @@ book: $(STAMP)
 	$(PY) -m tools.flashcards && \
 	$(PY) -m tools.exercises assign --out book/_generated/exercises >/dev/null && \
 	$(PY) -m tools.api_reference && \
+	$(PY) -m tools.benchmarks_page && \
 	$(VENV)/bin/jupyter-book build . --builder html -q && \
 	echo "Built in $$(( $$(date +%s) - start )) s. Open $(CURDIR)/_build/html/index.html in a browser."
 
@@ -53,6 +54,7 @@ book-strict: $(STAMP)
 	$(PY) tools/fetch_static.py
 	$(PY) -m tools.flashcards
 	$(PY) -m tools.api_reference
+	$(PY) -m tools.benchmarks_page
 	$(PY) -m tools.exercises assign --out book/_generated/exercises >/dev/null
 	$(VENV)/bin/jupyter-book build . --builder html -W -n --keep-going
 
