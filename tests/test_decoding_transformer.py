@@ -303,6 +303,32 @@ def test_a_fed_pad_is_hidden_as_teacher_forcing_hides_it(use_fast: bool) -> None
         torch.testing.assert_close(torch.log_softmax(logits, -1), want[:, -1], atol=1e-5, rtol=1e-5)
 
 
+def test_fast_path_carries_the_fed_padding_mask_per_row_and_through_reorder() -> None:
+    """The fast step keeps the padding mask in its state instead of recomputing it:
+    rows that feed padding at different steps, and rows selected and repeated by
+    ``reorder_state`` after that, must still match the model's own cached step."""
+    model = _model(10).eval()
+    fast = FastDecoding(model)
+    src = _src(10)
+    B = src.shape[0]
+    fed = torch.randint(3, 12, (B, 7), generator=torch.Generator().manual_seed(10))
+    fed[:, 0] = BOS
+    fed[0, 2] = PAD  # row 0 pads early, row 1 late, the others never
+    fed[1 % B, 5] = PAD
+    with torch.no_grad():
+        a, b = fast.start(src), model.start(src)
+        assert a.keys is None  # nothing fed yet: no mask is built
+        for t in range(7):
+            la, a = fast.step(fed[:, t], a)
+            lb, b = model.step(fed[:, t], b)
+            torch.testing.assert_close(la, lb, atol=1e-5, rtol=1e-5)
+            if t == 3:  # after row 0's pad: reorder and repeat rows
+                index = torch.arange(B - 1, -1, -1).repeat_interleave(2)[:B]
+                a, b = fast.reorder_state(a, index), model.reorder_state(b, index)
+                fed = fed.index_select(0, index)
+        assert a.keys is not None and a.keys.shape == (B, 7)
+
+
 @pytest.mark.parametrize("beam_size", [2, 4])
 def test_cached_beam_search_equals_uncached(beam_size: int) -> None:
     """Beam search reorders the caches (preallocated storage) at every step."""

@@ -260,11 +260,20 @@ def decoder_layer_step(
 
 @dataclass
 class FastDecodingState:
-    """A :class:`~transformer.model.DecoderState` plus the gathered weights."""
+    """A :class:`~transformer.model.DecoderState` plus what every step reuses.
+
+    Attributes:
+        inner: the model's own state (memory, caches, tokens fed so far).
+        layers: each decoder layer's gathered weights.
+        norm: the final LayerNorm's weights, or None.
+        keys: (B, t) True at fed tokens that are not padding, or None while no
+            padding has been fed (the common case: then no mask is built at all).
+    """
 
     inner: DecoderState
     layers: list[LayerWeights]
     norm: Norm | None
+    keys: Tensor | None = None
 
 
 class FastDecoding(nn.Module):
@@ -311,11 +320,24 @@ class FastDecoding(nn.Module):
     def step(
         self, prev_tokens: Tensor, state: FastDecodingState
     ) -> tuple[Tensor, FastDecodingState]:
-        """Logits (B, V) after feeding ``prev_tokens`` (B,); as ``Transformer.step``."""
+        """Logits (B, V) after feeding ``prev_tokens`` (B,); as ``Transformer.step``.
+
+        The checks are the model's, made cheap: the padding mask over the fed tokens
+        is carried in the state and extended by one column per step (built only once
+        a padding token has been fed), not recomputed from every token so far.
+        """
+        if not isinstance(state, FastDecodingState):
+            raise TypeError(f"state must come from FastDecoding.start, got {type(state).__name__}")
         model, dec, inner = self.model, self.model.decoder, state.inner
         tokens = model._check_step(prev_tokens, inner)  # (B, t+1)
         pos = inner.length
-        self_mask = model._fed_padding_mask(tokens)  # (B, 1, 1, t+1) or None
+        keys = state.keys
+        is_pad = prev_tokens == self.pad_id  # (B,)
+        if keys is not None or bool(is_pad.any()):
+            if keys is None:  # the first padding: every earlier fed token is real
+                keys = torch.ones_like(inner.tokens, dtype=torch.bool)  # (B, t)
+            keys = torch.cat([keys, ~is_pad[:, None]], dim=1)  # (B, t+1)
+        self_mask = None if keys is None else keys[:, None, None, :]  # (B, 1, 1, t+1)
         emb = dec.embedding
         x = F.embedding(prev_tokens, emb.weight) * emb.scale  # (B, C), as TokenEmbedding
         x = dec.positional.embed_range(x[:, None], pos)[:, 0]  # (B, C)
@@ -330,9 +352,10 @@ class FastDecoding(nn.Module):
             x = F.layer_norm(x, *state.norm)
         logits = F.linear(x, dec.output.weight, dec.output.bias)  # (B, V)
         new = DecoderState(inner.memory, inner.memory_mask, inner.caches, tokens)
-        return logits, FastDecodingState(new, state.layers, state.norm)
+        return logits, FastDecodingState(new, state.layers, state.norm, keys)
 
     def reorder_state(self, state: FastDecodingState, index: Tensor) -> FastDecodingState:
         """Select (and repeat) rows, as ``Transformer.reorder_state``."""
         inner = self.model.reorder_state(state.inner, index)
-        return FastDecodingState(inner, state.layers, state.norm)
+        keys = None if state.keys is None else state.keys.index_select(0, index)
+        return FastDecodingState(inner, state.layers, state.norm, keys)
