@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from pybtex.database import Entry, Person
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "book" / "_ext"))
 
+import bib_style  # noqa: E402
 import page_fixes  # noqa: E402
 
 
@@ -26,3 +29,55 @@ def test_glue_formats_numpy_scalars_after_the_patch():
 
     assert roles.format_plain_text("np.float64(0.9234)", ".1%") == "92.3%"
     assert roles.format_plain_text("1234", ",") == "1,234"
+
+
+def _page(title: str, body: str) -> str:
+    return f"<html><head><title>{title} &#8212; Book</title></head><body>{body}</body></html>"
+
+
+def test_bibliography_entries_get_links_back_to_each_citing_page(tmp_path):
+    cite = '<a class="reference internal" href="../book/bibliography.html#id3">X 2017</a>'
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "notebooks" / "05_a.html").write_text(_page("Chapter 5", cite + " " + cite))
+    (tmp_path / "notebooks" / "06_b.html").write_text(_page("Chapter 6", cite))
+    (tmp_path / "book").mkdir()
+    entry = (
+        '<div class="citation" id="{id}" role="doc-biblioentry">\n'
+        '<span class="label">X</span>\n<p>A work.</p>\n</div>'
+    )
+    bib = tmp_path / "book" / "bibliography.html"
+    bib.write_text(_page("Bibliography", entry.format(id="id3") + entry.format(id="id4")))
+    app = SimpleNamespace(builder=SimpleNamespace(format="html"), outdir=str(tmp_path))
+    for _ in range(2):  # a rebuild that rewrites nothing must not add the links twice
+        bib_style._add_backlinks(app, None)
+    chapter = (tmp_path / "notebooks" / "05_a.html").read_text()
+    assert 'id="cited-id3-1"' in chapter and 'id="cited-id3-2"' in chapter
+    text = bib.read_text()
+    assert text.count('<p class="cited-in">') == 1, "only the cited work gets backlinks"
+    assert (
+        'Cited in: <a class="reference internal cited-in" '
+        'href="../notebooks/05_a.html#cited-id3-1">Chapter 5</a>, '
+        '<a class="reference internal cited-in" href="../notebooks/06_b.html#cited-id3-1">'
+        "Chapter 6</a></p>"
+    ) in text
+
+
+def test_author_year_labels_name_one_work_each():
+    def work(authors: list[str], year: str) -> Entry:
+        return Entry(
+            "article", fields={"year": year}, persons={"author": [Person(a) for a in authors]}
+        )
+
+    entries = [
+        work(["Elman, Jeffrey"], "1990"),
+        work(["Cho, K.", "Bengio, Y."], "2014"),
+        work(["Press, O.", "Smith, N.", "Lewis, M."], "2022"),
+        work(["Press, O.", "Wolf, L.", "Other, A."], "2022"),
+    ]
+    labels = list(bib_style.AuthorYearLabels().format_labels(entries))
+    assert labels == [
+        "Elman 1990",
+        "Cho and Bengio 2014",
+        "Press et al. 2022a",
+        "Press et al. 2022b",
+    ]
