@@ -72,18 +72,16 @@ class LMState:
 
     Attributes:
         caches: one growing :class:`~transformer.kv_cache.KVCache` per block.
-        keys: (B, t) True at fed tokens attention may see (False at padding).
+        keys: (B, t) True at fed tokens attention may see (False at padding), or
+            ``None`` while no padding has been fed: then no step needs a mask.
         logits: (B, V) the prediction after the last fed token.
+        length: tokens fed so far (the prompt included).
     """
 
     caches: list[KVCache]
-    keys: Tensor
+    keys: Tensor | None
     logits: Tensor
-
-    @property
-    def length(self) -> int:
-        """Tokens fed so far (the prompt included)."""
-        return self.keys.shape[1]
+    length: int
 
 
 class DecoderOnlyTransformer(nn.Module):
@@ -149,22 +147,30 @@ class DecoderOnlyTransformer(nn.Module):
             )
 
     def _blocks(
-        self, ids: Tensor, mask: Tensor | None, start: int, caches: list[KVCache] | None
+        self,
+        ids: Tensor,
+        mask: Tensor | None,
+        start: int,
+        caches: list[KVCache] | None,
+        is_causal: bool = False,
     ) -> Tensor:
-        """Embed ``ids`` at positions ``start...`` and run every block: (B, T, C)."""
+        """Embed ``ids`` at positions ``start...`` and run every block: (B, T, C).
+
+        ``is_causal`` adds the causal mask inside attention, so that without
+        padding no (T, T) mask is built at all.
+        """
         x = self.embedding(ids)  # (B, T, C)
         x = self.dropout(self.positional.embed_range(x, start))
         positions = torch.arange(start, start + ids.shape[1], device=ids.device)  # (T,)
         hooks = self.positional if self._use_hooks else None
         for i, layer in enumerate(self.layers):
             cache = None if caches is None else caches[i]
-            x = layer(x, mask, positional=hooks, q_pos=positions, cache=cache)
+            x = layer(x, mask, positional=hooks, q_pos=positions, cache=cache, is_causal=is_causal)
         return x if self.norm is None else self.norm(x)
 
-    def _mask(self, keys: Tensor | None, T: int, S: int, device: torch.device) -> Tensor:
-        """Causal (T queries, the last T of S keys) & padding: (B|1, 1, T, S)."""
-        causal = causal_mask(T, S, device=device)  # (T, S)
-        return causal if keys is None else causal & keys[:, None, None, :]
+    def _mask(self, keys: Tensor, T: int, S: int, device: torch.device) -> Tensor:
+        """Causal (T queries, the last T of S keys) & padding: (B, 1, T, S)."""
+        return causal_mask(T, S, device=device) & keys[:, None, None, :]
 
     def forward(self, ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         """Next-token logits at every position, in parallel (teacher forcing).
@@ -179,7 +185,10 @@ class DecoderOnlyTransformer(nn.Module):
         """
         self._check(ids, 0)
         T = ids.shape[1]
-        mask = self._mask(self.key_mask(ids, attention_mask), T, T, ids.device)
+        keys = self.key_mask(ids, attention_mask)
+        if keys is None:  # nothing padded: the causal mask alone, left to attention
+            return self.output(self._blocks(ids, None, 0, None, is_causal=True))
+        mask = self._mask(keys, T, T, ids.device)  # (B, 1, T, T)
         return self.output(self._blocks(ids, mask, 0, None))  # (B, T, V)
 
     # ----------------------------------------------------------------- generation
@@ -191,29 +200,32 @@ class DecoderOnlyTransformer(nn.Module):
         which later positions never see.
         """
         self._check(prompt, 0)
-        B, T = prompt.shape
+        T = prompt.shape[1]
         keys = self.key_mask(prompt, attention_mask)
         caches = [KVCache() for _ in self.layers]
-        x = self._blocks(prompt, self._mask(keys, T, T, prompt.device), 0, caches)
         if keys is None:
-            keys = torch.ones(B, T, dtype=torch.bool, device=prompt.device)
-        return LMState(caches, keys, self.output(x[:, -1]))  # logits (B, V)
+            x = self._blocks(prompt, None, 0, caches, is_causal=True)
+        else:
+            x = self._blocks(prompt, self._mask(keys, T, T, prompt.device), 0, caches)
+        return LMState(caches, keys, self.output(x[:, -1]), T)  # logits (B, V)
 
     def step(self, prev: Tensor, state: LMState) -> tuple[Tensor, LMState]:
         """Feed one token per row (B,); return the next logits (B, V) and the state."""
         if not isinstance(state, LMState):
             raise TypeError(f"state must come from start(), got {type(state).__name__}")
-        B = state.keys.shape[0]
+        B = state.logits.shape[0]
         if not isinstance(prev, Tensor) or prev.shape != (B,):
             got = tuple(prev.shape) if isinstance(prev, Tensor) else prev
             raise ValueError(f"prev must have shape ({B},), got {got}")
         self._check(prev[:, None], state.length)
-        new = torch.ones_like(prev, dtype=torch.bool)[:, None]  # (B, 1)
-        keys = torch.cat([state.keys, new], 1)  # (B, t+1)
-        mask = None if bool(keys.all()) else keys[:, None, None, :]  # (B, 1, 1, t+1)
+        keys, mask = state.keys, None  # no padding so far: the new token sees all
+        if keys is not None:
+            new = torch.ones_like(prev, dtype=torch.bool)[:, None]  # (B, 1)
+            keys = torch.cat([keys, new], 1)  # (B, t+1)
+            mask = keys[:, None, None, :]  # (B, 1, 1, t+1)
         x = self._blocks(prev[:, None], mask, state.length, state.caches)  # (B, 1, C)
         logits = self.output(x[:, 0])  # (B, V)
-        return logits, LMState(state.caches, keys, logits)
+        return logits, LMState(state.caches, keys, logits, state.length + 1)
 
     def num_parameters(self, trainable_only: bool = True) -> int:
         """Number of scalar parameters; the tied output matrix is counted once."""

@@ -224,6 +224,7 @@ class EncoderLayer(nn.Module):
         need_weights: bool,
         q_pos: Tensor | None,
         cache: AttentionCache | None,
+        is_causal: bool,
     ) -> tuple[Tensor, Tensor | None]:
         out, weights = self.self_attn(
             x,
@@ -233,6 +234,7 @@ class EncoderLayer(nn.Module):
             cache=cache,
             need_weights=need_weights,
             average_weights=False,
+            is_causal=is_causal,
         )
         return self.dropout1(out), weights
 
@@ -245,6 +247,7 @@ class EncoderLayer(nn.Module):
         q_pos: Tensor | None = None,
         cache: AttentionCache | None = None,
         need_weights: bool = False,
+        is_causal: bool = False,
     ) -> Tensor | tuple[Tensor, Tensor]:
         """Run the layer.
 
@@ -259,18 +262,21 @@ class EncoderLayer(nn.Module):
             cache: a growing key/value cache (chapter 9), for decoding one new
                 position at a time through a decoder-only stack.
             need_weights: also return the attention weights (B, H, S, S).
+            is_causal: also hide later positions from each position (on top of
+                ``mask``), without building a mask when nothing else is masked.
 
         Returns:
             The output (B, S, C), or ``(output, weights)`` if ``need_weights``.
         """
         _check_model_input(x, self.d_model, "x")
         _check_like(x, self.norm1.weight, "x")
+        args = (mask, positional, need_weights, q_pos, cache, is_causal)
         if self.norm_first:
-            sa, w = self._sa(self.norm1(x), mask, positional, need_weights, q_pos, cache)
+            sa, w = self._sa(self.norm1(x), *args)
             x = x + sa  # (B, S, C)
             x = x + self.dropout2(self.ffn(self.norm2(x)))
         else:
-            sa, w = self._sa(x, mask, positional, need_weights, q_pos, cache)
+            sa, w = self._sa(x, *args)
             x = self.norm1(x + sa)
             x = self.norm2(x + self.dropout2(self.ffn(x)))
         if need_weights:

@@ -301,15 +301,21 @@ class MultiHeadAttention(nn.Module):
             assert q_pos is not None  # _rotate gave the query positions
             bias = positional.score_bias(q, q_pos, k_pos)  # broadcastable to (B, H, T, S)
         mask = self._prepare_mask(mask, B, T, S)
-        if is_causal:
-            causal = torch.ones(T, S, dtype=torch.bool, device=query.device).tril(S - T)
-            mask = causal if mask is None else mask & causal  # (B|1, H|1, T, S)
         p = self.dropout if self.training else 0.0
         # Shaw et al. (2018) also add relative vectors to the values; that term needs
         # the weights themselves, so it always takes the explicit path.
         value_term = _value_term_of(positional)
+        fused = self.fused and not need_weights and value_term is None
+        # With nothing else to mask, the fused kernel applies the causal mask itself
+        # (T == S); one new query after a cache sees every key and needs none.
+        kernel_causal = fused and is_causal and mask is None and bias is None and T == S
+        if is_causal and not kernel_causal and T > 1:
+            causal = torch.ones(T, S, dtype=torch.bool, device=query.device).tril(S - T)
+            mask = causal if mask is None else mask & causal  # (B|1, H|1, T, S)
         weights = None
-        if self.fused and not need_weights and value_term is None:
+        if kernel_causal:
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
+        elif fused:
             out = fused_attention(q, k, v, mask, bias, p)  # (B, H, T, D)
         else:
             out, weights = self._explicit(q, k, v, mask, bias, p, value_term, q_pos, k_pos)
