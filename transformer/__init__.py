@@ -43,6 +43,7 @@ CHAPTER_OF_MODULE: dict[str, int] = {
     "ngram": 10,
     "gpt": 10,
     "gpt2": 10,
+    "fast_lm": 10,
     "bert": 12,
 }
 
