@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
+from transformer.fast_lm import FastLM
 from transformer.gpt import DecoderOnlyTransformer, generate
 from transformer.gpt2 import config_from_gpt2, gpt2_from_state_dict, load_gpt2_state_dict
 
@@ -102,6 +103,10 @@ def test_greedy_generation_gives_hugging_faces_tokens():
         )
     got = generate(ours, prompt, 15, temperature=0.0)
     assert torch.equal(got, want)
+    fast = FastLM(ours)  # the fast path: the same logits and tokens
+    assert torch.equal(generate(fast, prompt, 15, temperature=0.0), want)  # type: ignore[arg-type]
+    with torch.no_grad():
+        assert_close(fast(prompt), theirs(prompt).logits, **TOL)
 
 
 def test_loader_reads_the_size_from_the_weights_and_refuses_foreign_ones():

@@ -9,8 +9,11 @@ with the model's own.
   the queries, keys and values of each block instead of three; no mask at all when
   nothing is padded (the causal structure is the kernel's ``is_causal``); and in
   training, dropout whose random mask costs one 32-bit draw per two elements (as
-  :class:`transformer.fast.FastDropout`), also on the attention weights, where
-  PyTorch's kernel would draw one Bernoulli sample per weight.
+  :class:`transformer.fast.FastDropout`), written by the comparison straight into a
+  float mask, its 1 / (1 - p) folded into the next weight matrix. The attention
+  weights, where PyTorch's kernel would draw one Bernoulli sample per weight, go
+  through :class:`CausalDropoutAttention`, which skips most scores above the
+  diagonal and computes its gradient by hand, in place.
 * Generation (``start``, ``step``, so :func:`transformer.gpt.generate` takes a
   ``FastLM``): the weights are gathered once per prompt, every block's keys and
   values live in one preallocated buffer, and a step runs one position through the
@@ -39,7 +42,16 @@ from transformer.embedding import check_ids
 from transformer.gpt import DecoderOnlyTransformer, LMState
 from transformer.layers import EncoderLayer
 
-__all__ = ["FastLM", "FastLMState", "BlockWeights", "block_weights", "fast_dropout"]
+__all__ = [
+    "BlockWeights",
+    "CausalDropoutAttention",
+    "FastLM",
+    "FastLMState",
+    "block_weights",
+    "causal_attention",
+    "fast_dropout",
+    "keep_mask",
+]
 
 
 # ------------------------------------------------------------------- dropout
@@ -357,11 +369,12 @@ class FastLM(nn.Module):
             got = tuple(prev.shape) if isinstance(prev, Tensor) else prev
             raise ValueError(f"prev must have shape ({B},), got {got}")
         t = state.length
-        check_ids(prev[:, None], "prev", self.config.vocab_size)
-        limit = self.config.max_len
-        if t + 1 > limit:
+        check_ids(prev[:, None], "prev", self.config.vocab_size, k_all.device)
+        limit = getattr(m.positional, "max_len", None)
+        if limit is not None and t + 1 > limit:
             raise ValueError(
-                f"the sequence reaches length {t + 1} but the positions stop at {limit}"
+                f"the sequence reaches length {t + 1} but the positions stop at {limit} "
+                "(config.max_len)"
             )
         if t == capacity:  # full: move to buffers twice as large
             k_all = torch.cat([k_all, torch.empty_like(k_all)], dim=3)
