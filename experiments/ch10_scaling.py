@@ -1,15 +1,17 @@
 """Chapter 10: the book's own small scaling law, validation loss against training compute.
 
 Five character-level ``DecoderOnlyTransformer`` models of growing size (``SIZES``:
-C = 32 to 192, 2 to 4 layers, FFN 4C, block 128) learn the Python help topics
+C = 32 to 192, 2 to 4 layers, FFN 4C, block 64) learn the Python help topics
 (``transformer.lm.documents()``, validation documents from ``split_documents(...,
 seed=0)``, never trained on). Each trains for the same number of tokens with AdamW at
 a constant learning rate after 50 warm-up steps (constant, so that one run gives a
 point of the loss-compute curve at every checkpoint, as in Kaplan et al. 2020's
-envelope of training curves), batches of 8 x 128 characters, no dropout. At
+envelope of training curves), batches of 16 x 64 characters (the shape
+``ch10_baselines.py`` uses: more, smaller steps learned faster there), no dropout. At
 checkpoints after 1/8, 1/4, 1/2 and all of the tokens it is scored on the whole
-validation stream (``iter_eval_blocks``, context 128): nats per character and bits
-per character.
+validation stream (``iter_eval_blocks``, context 64): nats per character and bits
+per character. Character id 0 is a padding symbol that never occurs (see
+``ch10_baselines.py``: otherwise the newline would be the padding id).
 
 Training FLOPs are counted with ``torch.utils.flop_counter.FlopCounterMode`` on one
 training step (forward and backward, attention through the readable path, whose
@@ -17,12 +19,13 @@ matrix products the counter sees; the optimizer's elementwise work is not counte
 and multiplied by the number of steps. Alongside, the estimate 6 N D of Kaplan et al.
 (N: parameters in the matrix products, the tied output matrix included, position
 table excluded; D: tokens) plus their attention term 6 L T C per token; the table stores
-the ratio of the count to each. The frontier is the lowest loss reached at or below
-each compute; a power law ``loss = a * C^-b`` is fitted to it by least squares in log
-space. One seed (``book_seed()``); training noise moves single points by a few
-hundredths of a nat, which the chapter says.
+the ratio of the count to each. Every size runs with two seeds (``book_seed() + i``);
+the table holds the mean loss over seeds at each checkpoint and its spread. The
+frontier is the lowest mean loss reached at or below each compute; a power law
+``loss = a * C^-b`` is fitted to it by least squares in log space, with its R^2 in
+log space stored, so a reader can judge whether a straight line fits at all.
 
-Run from the repository root (about 5 minutes of CPU on one thread):
+Run from the repository root (about 8 minutes of CPU on one thread):
 
     OMP_NUM_THREADS=1 .venv/bin/python experiments/ch10_scaling.py
 """
@@ -43,7 +46,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from transformer.gpt import DecoderOnlyConfig, DecoderOnlyTransformer
 from transformer.lm import documents, iter_eval_blocks, lm_batches, lm_loss, split_documents
-from transformer.utils import book_seed, machine_summary, seed_everything
+from transformer.utils import book_seed, machine_summary, seed_everything, seed_spread
 
 NAME = "ch10_scaling"
 RESULTS = Path(__file__).resolve().parent / "results" / f"{NAME}.json"
@@ -54,7 +57,7 @@ SIZES = [  # (d_model, n_layers, n_heads)
     (128, 4, 4),
     (192, 4, 6),
 ]
-FULL = dict(tokens=320_000, batch=8, block=128)
+FULL = dict(tokens=320_000, batch=16, block=64)
 QUICK = dict(tokens=2_048, batch=4, block=32)
 QUICK_SIZES = [(16, 1, 2), (32, 1, 2)]
 LR, WARMUP, CLIP, WEIGHT_DECAY = 3e-3, 50, 1.0, 0.01
@@ -175,7 +178,7 @@ def frontier(rows: list[dict]) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=1, help="seeds (one in the stored table)")
+    parser.add_argument("--seeds", type=int, default=2, help="seeds per model size")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, seconds in all")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where to write the JSON")
     args = parser.parse_args()
@@ -186,7 +189,7 @@ def main() -> None:
     if args.quick:
         docs = [(name, text[:2000]) for name, text in docs[:20]]
     train_docs, valid_docs = split_documents(docs, seed=0)
-    chars = sorted({c for _, text in docs for c in text})
+    chars = ["\0", *sorted({c for _, text in docs for c in text})]  # id 0: padding
     index = {c: i for i, c in enumerate(chars)}
 
     def encode(parts: list[tuple[str, str]]) -> torch.Tensor:
@@ -196,24 +199,34 @@ def main() -> None:
     seeds = [book_seed() + i for i in range(args.seeds)]
     runs = {str(s): [run_size(*shape, data, sizes, s) for shape in shapes] for s in seeds}
     first = runs[str(seeds[0])]
-    table = [
-        {"model": m["name"], "params": m["params"], "matmul_params": m["matmul_params"],
-         **{k: p[k] for k in ("tokens", "flops", "val_nats_per_char", "val_bpc")}}
-        for m in first for p in m["points"]
-    ]  # fmt: skip
+    table = []
+    for i, m in enumerate(first):
+        for j, p in enumerate(m["points"]):
+            by_seed = [runs[str(s)][i]["points"][j]["val_nats_per_char"] for s in seeds]
+            nats = seed_spread(by_seed)
+            table.append({
+                "model": m["name"], "params": m["params"], "matmul_params": m["matmul_params"],
+                "tokens": p["tokens"], "flops": p["flops"], "val_nats_per_char": nats["mean"],
+                "val_bpc": nats["mean"] / math.log(2), "val_nats_std": nats["std"],
+                "val_nats_by_seed": by_seed,
+            })  # fmt: skip
     front = frontier(table)
     fit = None
     if len(front) >= 2:
-        slope, intercept = np.polyfit(
-            np.log([r["flops"] for r in front]), np.log([r["val_nats_per_char"] for r in front]), 1
-        )
-        fit = {"a": float(math.exp(intercept)), "b": float(-slope),
+        log_c = np.log([r["flops"] for r in front])
+        log_l = np.log([r["val_nats_per_char"] for r in front])
+        slope, intercept = np.polyfit(log_c, log_l, 1)
+        resid = log_l - (slope * log_c + intercept)
+        r2 = 1 - float(np.sum(resid**2)) / max(float(np.sum((log_l - log_l.mean()) ** 2)), 1e-30)
+        fit = {"a": float(math.exp(intercept)), "b": float(-slope), "r2_log": r2,
+               "n_points": len(front),
                "form": "val_nats_per_char = a * flops ** -b, on the frontier"}  # fmt: skip
     for row in table:
         mark = "*" if row in front else " "
         print(
             f"{mark} {row['model']:>8} {row['params']:>9,} params {row['tokens']:>9,} tokens "
-            f"{row['flops']:.2e} FLOPs: {row['val_nats_per_char']:.3f} nats/char"
+            f"{row['flops']:.2e} FLOPs: {row['val_nats_per_char']:.3f} "
+            f"+- {row['val_nats_std']:.3f} nats/char"
         )
     out = {
         "name": NAME,
@@ -251,8 +264,9 @@ def main() -> None:
         "frontier": front,
         "fit": fit,
         "notes": (
-            "One seed. flops in the table are counted FLOPs (FlopCounterMode) up to each "
-            "checkpoint; val losses are on the whole validation stream."
+            "flops in the table are counted FLOPs (FlopCounterMode) up to each checkpoint; "
+            "val losses are on the whole validation stream, the mean over seeds with its "
+            "sample standard deviation (val_nats_std); models holds the first seed's runs."
         ),
         "cpu_seconds": time.process_time() - cpu0,
         "wall_seconds": time.perf_counter() - wall0,
