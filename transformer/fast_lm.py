@@ -274,27 +274,31 @@ class FastLM(nn.Module):
         x = m.positional.embed_range(x, start)
         return fast_dropout(x, m.dropout.p, m.training)
 
-    def _block(self, x: Tensor, layer: EncoderLayer, w: BlockWeights) -> Tensor:
-        """One pre-LN block, its dropout scales folded into the next weights."""
-        B, T, C = x.shape
-        H = layer.self_attn.n_heads
+    def _block(self, x: Tensor, B: int, layer: EncoderLayer, w: BlockWeights) -> Tensor:
+        """One pre-LN block on (B T, C) rows, its dropout scales folded into weights.
+
+        The rows stay 2-D so that every product is a tensor of its own, not a view:
+        multiplying a view in place would cost autograd a copy of its base.
+        """
+        N, C = x.shape
+        T, H = N // B, layer.self_attn.n_heads
         train = self.model.training
         h = F.layer_norm(x, (C,), *w.ln1)
         qkv = F.linear(h, w.w_qkv, w.b_qkv).view(B, T, 3, H, C // H)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, T, D)
         p = layer.self_attn.dropout if train else 0.0
-        att = causal_attention(q, k, v, p).transpose(1, 2).reshape(B, T, C)  # (B, T, C)
+        att = causal_attention(q, k, v, p).transpose(1, 2).reshape(N, C)  # (B T, C)
         # dropout(h W^T + b) = (h (sW)^T + sb) * keep with s = 1 / (1 - p); the
         # products are not kept for backward, so the masks may go in place
         keep, s = _drop(att, layer.dropout1.p, train)
         h = F.linear(att, _scaled(w.w_out, s), _scaled(w.b_out, s))
         x = x + (h if keep is None else h.mul_(keep))
-        h = F.linear(F.layer_norm(x, (C,), *w.ln2), w.w1, w.b1)  # (B, T, F)
+        h = F.linear(F.layer_norm(x, (C,), *w.ln2), w.w1, w.b1)  # (B T, F)
         keep, s_h = _drop(h, layer.ffn.dropout.p, train)
         # act(h) * keep = act(h * keep): every activation here has act(0) = 0
         h = layer.ffn.activation(h if keep is None else h.mul_(keep))
         keep, s = _drop(x, layer.dropout2.p, train)
-        h = F.linear(h, _scaled(w.w2, s_h * s), _scaled(w.b2, s))  # (B, T, C)
+        h = F.linear(h, _scaled(w.w2, s_h * s), _scaled(w.b2, s))  # (B T, C)
         return x + (h if keep is None else h.mul_(keep))
 
     def _final(self, x: Tensor) -> Tensor:
@@ -311,10 +315,11 @@ class FastLM(nn.Module):
         m._check(ids, 0)
         if m.key_mask(ids, attention_mask) is not None:
             return m(ids, attention_mask)  # padding: the general path
-        x = self._embed(ids, 0)
+        B, T = ids.shape
+        x = self._embed(ids, 0).view(B * T, -1)  # (B T, C)
         for layer in self._layers():
-            x = self._block(x, layer, block_weights(layer))
-        return self._final(x)  # (B, T, V)
+            x = self._block(x, B, layer, block_weights(layer))
+        return self._final(x).view(B, T, -1)  # (B, T, V)
 
     # ----------------------------------------------------------------- generation
     @torch.no_grad()
