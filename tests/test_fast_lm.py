@@ -119,6 +119,9 @@ def test_keep_mask_drops_a_fraction_p():
         keep = keep_mask(x, p)
         assert keep.dtype == x.dtype and set(keep.unique().tolist()) <= {0.0, 1.0}
         assert abs(1.0 - float(keep.mean()) - p) < 0.005
+        # each of the four 15-bit numbers cut from one random integer is uniform
+        lanes = 1.0 - keep.view(-1, 4).mean(0)
+        assert (lanes - p).abs().max() < 0.01
 
 
 @pytest.mark.parametrize("block", [4, 16, 64])
