@@ -271,7 +271,9 @@ class FastLM(nn.Module):
 
     def _embed(self, ids: Tensor, start: int) -> Tensor:
         m = self.model
-        x = F.embedding(ids, m.embedding.weight) * m.embedding.scale  # (B, T, C)
+        x = F.embedding(ids, m.embedding.weight)  # (B, T, C)
+        if m.embedding.scale != 1.0:  # GPT-2 does not scale its embeddings
+            x = x * m.embedding.scale
         x = m.positional.embed_range(x, start)
         return fast_dropout(x, m.dropout.p, m.training)
 
