@@ -116,3 +116,54 @@ def test_section_anchors_follow_the_numbered_headings(tmp_path: Path) -> None:
     path = tmp_path / "01_x.ipynb"
     path.write_text(json.dumps({"cells": [], "metadata": {}}))
     assert process(check=True, folder=tmp_path) == []
+
+
+def _markdown(path: Path) -> str:
+    nb = json.loads(path.read_text())
+    return "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+
+
+def test_key_equations_are_numbered_and_referenced_on_their_page() -> None:
+    """Each chapter labels its key display equations (``$$ ... $$ (eq-name)``), refers
+    to them with ``{eq}``, and refers to no equation of another page (the numbers
+    would not tell the reader where to look)."""
+    import re
+
+    pages = sorted(Path("notebooks").glob("0[1-9]_*.ipynb"))
+    assert pages
+    labels_seen: set[str] = set()
+    for page in pages:
+        text = _markdown(page)
+        labels = re.findall(r"\$\$ \((eq-[\w-]+)\)", text)
+        refs = set(re.findall(r"\{eq\}`(eq-[\w-]+)`", text))
+        assert labels, f"{page.name} numbers none of its equations"
+        assert len(labels) == len(set(labels)) and not labels_seen & set(labels), page.name
+        labels_seen |= set(labels)
+        assert refs <= set(labels), f"{page.name} refers to {sorted(refs - set(labels))}"
+        unreferenced = set(labels) - refs
+        assert len(unreferenced) <= len(labels) // 2, f"{page.name}: {sorted(unreferenced)}"
+
+
+def test_prose_after_a_directive_and_inside_nested_fences_is_handled() -> None:
+    text = "\n".join(
+        [
+            "```{note}",
+            "chapter 3 a",
+            "```",
+            "chapter 3 b",
+            "````{admonition} x",
+            "```python",
+            "chapter 3 c",
+            "```",
+            "chapter 3 d",
+            "````",
+            "$$",
+            r"\text{chapter 3}",
+            "$$",
+            "chapter 3 e",
+        ]
+    )
+    new = _link(text)[0].split("\n")
+    linked = "{doc}`chapter 3 <03_lstm>`"
+    assert [new[i] for i in (1, 3, 8, 13)] == [f"{linked} {c}" for c in "abde"]
+    assert new[6] == "chapter 3 c" and new[11] == r"\text{chapter 3}"

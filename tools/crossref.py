@@ -223,25 +223,33 @@ def rewrite(
             text = _rewrite_free(text, terms.link, terms.seen_role)
         return text
 
-    lines, fence = [], None
+    # Prose lines are gathered into runs and rewritten together, so that display
+    # math spanning several lines is protected as one span.
+    lines: list[str] = []
+    run: list[str] = []
+    open_fences: list[tuple[str, bool]] = []  # (fence, holds code), innermost last
+
+    def flush() -> None:
+        if run:
+            lines.append(free("\n".join(run)))
+            run.clear()
+
     for line in markdown.split("\n"):
         stripped = line.lstrip()
         opener = re.match(r"(`{3,}|~{3,}|:{3,})(.*)", stripped)
-        if fence is None and opener:
+        in_code = any(code for _, code in open_fences)
+        protected = in_code or bool(opener) or stripped.startswith(("#", ":"))
+        if opener and open_fences and stripped.strip() == open_fences[-1][0]:
+            open_fences.pop()  # the closing fence of the innermost block
+        elif opener and not in_code:
             # A directive ({note}, {admonition}) holds prose; a plain fence holds code.
-            if not opener.group(2).startswith("{"):
-                fence = opener.group(1)
-            lines.append(line)
-            continue
-        if fence is not None:
-            if stripped.startswith(fence) and stripped.strip() == fence:
-                fence = None
-            lines.append(line)
-            continue
-        if stripped.startswith(("#", ":")) or opener:
-            lines.append(line)  # headings, directive options and closing fences
-            continue
-        lines.append(free(line))
+            open_fences.append((opener.group(1), not opener.group(2).startswith("{")))
+        if protected:
+            flush()
+            lines.append(line)  # code, fences, headings and directive options
+        else:
+            run.append(line)
+    flush()
     return "\n".join(lines), problems
 
 
