@@ -49,6 +49,11 @@ def check_baselines_layout(table: dict, n_seeds: int) -> None:
         )
     verdict = table["verdicts"][0]
     assert verdict["winner"] == min(verdict["bpc"], key=verdict["bpc"].get)
+    # both networks were tuned over the same grid of learning rates
+    sweep = table["training"]["lr_sweep"]["bpc_on_curve_slice"]
+    assert sorted(sweep["lstm"]) == sorted(sweep["transformer"])
+    for kind in MODELS:
+        assert table["models"][kind]["lr"] == float(min(sweep[kind], key=sweep[kind].get))
 
 
 def check_scaling_layout(table: dict) -> None:
@@ -63,6 +68,11 @@ def check_scaling_layout(table: dict) -> None:
         for p in model["points"]:
             assert p["flops"] == p["steps"] * model["flops_per_step_counted"]
             assert math.isclose(p["val_bpc"], p["val_nats_per_char"] / math.log(2))
+    for row in table["table"]:
+        assert math.isclose(
+            row["val_nats_per_char"], sum(row["val_nats_by_seed"]) / len(row["val_nats_by_seed"])
+        )
+        assert len(row["val_nats_by_seed"]) == len(table["seeds"])
     losses = [r["val_nats_per_char"] for r in table["frontier"]]
     assert losses == sorted(losses, reverse=True) and len(set(losses)) == len(losses)
     best = min(r["val_nats_per_char"] for r in table["table"])
@@ -98,13 +108,16 @@ def test_stored_baselines_give_both_networks_the_same_budget(baselines):
         for run in baselines["models"][kind]["per_seed"].values():
             # a run stops at the first step that reaches the budget
             assert budget <= run["cpu_seconds"] < budget + 2.0
-    if baselines["extended"] is not None:
-        ext = baselines["extended"]
-        assert ext["budget_cpu_seconds"] > budget
+    budgets = [budget]
+    for ext in baselines["extended"]:
+        assert ext["budget_cpu_seconds"] > budgets[-1]
+        budgets.append(ext["budget_cpu_seconds"])
         assert sorted(ext["runs"]) == sorted(MODELS)
         for run in ext["runs"].values():
             assert ext["budget_cpu_seconds"] <= run["cpu_seconds"] < ext["budget_cpu_seconds"] + 2
-        assert baselines["verdicts"][-1]["budget_cpu_seconds"] == ext["budget_cpu_seconds"]
+    assert [v["budget_cpu_seconds"] for v in baselines["verdicts"]] == budgets
+    # longer budgets are tried only while the Transformer has not won
+    assert all(v["winner"] != "transformer" for v in baselines["verdicts"][:-1])
 
 
 def test_stored_baselines_verdicts_follow_the_numbers(baselines):
@@ -126,3 +139,4 @@ def test_stored_scaling_is_consistent():
     params = [m["params"] for m in table["models"]]
     assert params == sorted(params)
     assert table["fit"]["b"] > 0  # more compute, lower loss
+    assert len(table["seeds"]) >= 2 and 0 <= table["fit"]["r2_log"] <= 1
