@@ -21,7 +21,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from transformer.layers import ACTIVATIONS
+from torch import nn
+
+from transformer.layers import ACTIVATIONS, PositionwiseFeedForward
+from transformer.multihead import MultiHeadAttention
 from transformer.positional import PositionalScheme
 from transformer.relative import POSITIONAL_SCHEMES, make_positional
 
@@ -174,6 +177,20 @@ class BlockConfig:
             n_heads=self.n_heads,
             max_len=self.max_len,
             **self.positional_options,
+        )
+
+    def make_norm(self) -> nn.LayerNorm:
+        """One normalisation layer of a block, or of the end of a stack: a LayerNorm."""
+        return nn.LayerNorm(self.d_model, eps=self.layer_norm_eps)
+
+    def make_attention(self) -> MultiHeadAttention:
+        """The self-attention of a block: H heads, each with its own keys and values."""
+        return MultiHeadAttention(self.d_model, self.n_heads, dropout=self.dropout, bias=self.bias)
+
+    def make_ffn(self) -> PositionwiseFeedForward:
+        """The feed-forward network of a block: ``W2 act(W1 x)``."""
+        return PositionwiseFeedForward(
+            self.d_model, self.d_ff, self.dropout, self.activation, self.bias
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -109,7 +109,7 @@ class DecoderOnlyTransformer(nn.Module):
         self._use_hooks = has_attention_hooks(self.positional)
         self.dropout = nn.Dropout(c.dropout)
         self.layers = nn.ModuleList(EncoderLayer.from_config(c) for _ in range(c.n_layers))
-        self.norm = nn.LayerNorm(c.d_model, eps=c.layer_norm_eps) if c.use_final_norm else None
+        self.norm = c.make_norm() if c.use_final_norm else None
         self.output = nn.Linear(c.d_model, c.vocab_size, bias=c.output_bias)
         if c.tie_output:
             self.output.weight = self.embedding.weight  # Press & Wolf (2017)

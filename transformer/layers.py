@@ -41,6 +41,7 @@ ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "gelu": F.gelu,
     # GPT-2's GELU: the tanh approximation of Hendrycks & Gimpel (2016)
     "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "silu": F.silu,  # Swish (Ramachandran et al., 2017), the gate of SwiGLU (chapter 11)
 }
 
 
@@ -165,6 +166,8 @@ class EncoderLayer(nn.Module):
         norm_first: ``False`` for post-LN (paper), ``True`` for pre-LN.
         layer_norm_eps: epsilon of the LayerNorms.
         bias: biases in the linear layers.
+        self_attn, ffn, norm: ready-made attention and feed-forward modules and a
+            maker of norms, in place of the ones the sizes above would build.
 
     Shape:
         x: (B, S, C); mask: bool broadcastable to (B, H, S, S) -> (B, S, C)
@@ -180,20 +183,27 @@ class EncoderLayer(nn.Module):
         norm_first: bool = False,
         layer_norm_eps: float = 1e-5,
         bias: bool = True,
+        *,
+        self_attn: MultiHeadAttention | None = None,
+        ffn: PositionwiseFeedForward | None = None,
+        norm: Callable[[], nn.LayerNorm] | None = None,
     ) -> None:
         super().__init__()
         self.d_model = d_model
         self.norm_first = norm_first
-        self.self_attn = MultiHeadAttention(d_model, n_heads, dropout=dropout, bias=bias)
-        self.ffn = PositionwiseFeedForward(d_model, d_ff, dropout, activation, bias)
-        self.norm1 = nn.LayerNorm(d_model, eps=layer_norm_eps)
-        self.norm2 = nn.LayerNorm(d_model, eps=layer_norm_eps)
+        if self_attn is None:
+            self_attn = MultiHeadAttention(d_model, n_heads, dropout=dropout, bias=bias)
+        self.self_attn = self_attn
+        self.ffn = ffn or PositionwiseFeedForward(d_model, d_ff, dropout, activation, bias)
+        norm = norm or (lambda: nn.LayerNorm(d_model, eps=layer_norm_eps))
+        self.norm1, self.norm2 = norm(), norm()
         self.dropout1 = nn.Dropout(dropout)
         self.dropout2 = nn.Dropout(dropout)
 
     @classmethod
     def from_config(cls, config: Any) -> EncoderLayer:
-        """A layer with the sizes and options of a model config (chapter 9's family)."""
+        """A layer of a model config, which makes its attention, FFN and norms (chapter 9;
+        chapter 11's config makes grouped-query attention, SwiGLU and RMSNorm)."""
         c = config
         return cls(
             c.d_model,
@@ -204,6 +214,9 @@ class EncoderLayer(nn.Module):
             c.norm_first,
             c.layer_norm_eps,
             c.bias,
+            self_attn=c.make_attention(),
+            ffn=c.make_ffn(),
+            norm=c.make_norm,
         )
 
     def copy_from_torch(self, layer: nn.TransformerEncoderLayer) -> EncoderLayer:
@@ -269,7 +282,7 @@ class EncoderLayer(nn.Module):
             The output (B, S, C), or ``(output, weights)`` if ``need_weights``.
         """
         _check_model_input(x, self.d_model, "x")
-        _check_like(x, self.norm1.weight, "x")
+        _check_like(x, self.ffn.linear1.weight, "x")
         args = (mask, positional, need_weights, q_pos, cache, is_causal)
         if self.norm_first:
             sa, w = self._sa(self.norm1(x), *args)

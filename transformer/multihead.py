@@ -187,7 +187,8 @@ class MultiHeadAttention(nn.Module):
 
     def _split_heads(self, x: Tensor) -> Tensor:
         B, L, _ = x.shape
-        return x.view(B, L, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, L, D)
+        # -1: H heads for queries, fewer for shared keys/values (chapter 11's GQA)
+        return x.view(B, L, -1, self.head_dim).transpose(1, 2)  # (B, H, L, D)
 
     def _check_inputs(self, query: Tensor, key: Tensor | None, value: Tensor | None) -> None:
         if not isinstance(query, Tensor) or query.dim() != 3:
@@ -236,8 +237,6 @@ class MultiHeadAttention(nn.Module):
             mask = mask.unsqueeze(1)  # (B, 1, T, S)
         _check_mask(mask, torch.Size((B, self.n_heads, T, S)))
         return mask
-
-    # -- forward -------------------------------------------------------------
 
     # -- forward -------------------------------------------------------------
 
@@ -293,6 +292,7 @@ class MultiHeadAttention(nn.Module):
             q, k, q_pos = self._rotate(positional, q, k, q_pos, k_pos, past, reused)
         if cache is not None and not reused:
             k, v = self._store(k, v, cache)  # every cached key and value (B, H, S, D)
+        k, v = self._heads_of_queries(k, v)  # (B, H, S, D)
         S = k.shape[2]
         bias = None
         if positional is not None:
@@ -363,6 +363,10 @@ class MultiHeadAttention(nn.Module):
         kp = new_pos if k_pos is None else k_pos[-S_new:]
         q, k = positional.rotate(q, k, q_pos, kp)  # (B, H, T, D), (B, H, S_new, D)
         return q, k, q_pos
+
+    def _heads_of_queries(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """The keys and values each query head reads: its own here, shared in GQA."""
+        return k, v
 
     @staticmethod
     def _store(k: Tensor, v: Tensor, cache: AttentionCache) -> tuple[Tensor, Tensor]:
