@@ -44,6 +44,8 @@ CHAPTER_OF_MODULE: dict[str, int] = {
     "gpt": 10,
     "gpt2": 10,
     "fast_lm": 10,
+    "modern": 11,
+    "llama": 11,
     "bert": 12,
 }
 
