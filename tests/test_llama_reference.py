@@ -195,3 +195,19 @@ def test_loader_refuses_missing_unexpected_and_misshapen_weights():
         load_llama_state_dict(gpt2_like, state)
     state["model.layers.0.self_attn.rotary_emb.inv_freq"] = torch.ones(4)  # old files
     load_llama_state_dict(ours, state)
+
+
+@pytest.mark.parametrize("n_kv_heads", [2, 1])
+def test_fast_path_generates_hugging_faces_tokens(n_kv_heads):
+    from transformer.fast_lm import FastLM, GeneralState
+
+    ours, theirs = _pair(6, n_kv_heads)
+    fast = FastLM(ours).eval()
+    prompt = torch.randint(3, V, (2, 9))  # the buffers fill at 18 and must grow
+    with torch.no_grad():
+        want = theirs.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=20)
+        state = fast.start(prompt)
+        assert isinstance(state, GeneralState) and state.k.shape[2] == n_kv_heads
+        assert_close(state.logits, theirs(prompt).logits[:, -1], **TOL)
+    got = generate(fast, prompt, 20, temperature=0.0, eos_id=2)  # type: ignore[arg-type]
+    assert torch.equal(got, want)
