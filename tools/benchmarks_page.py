@@ -52,6 +52,7 @@ PARTS: dict[str, tuple[Part, ...]] = {
         Part("reversal", 0, r"reversal|time ratio"),
     ),
     "gpt": (Part("training", 0), Part("generation", 0, r"generation")),
+    "llama": (Part("generation", 0, r"generation"), Part("norms", 0, r"RMSNorm")),
 }
 
 Table = tuple[list[str], list[list[str]]]  # header cells, rows of cells
