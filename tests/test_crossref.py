@@ -129,7 +129,7 @@ def test_key_equations_are_numbered_and_referenced_on_their_page() -> None:
     would not tell the reader where to look)."""
     import re
 
-    pages = sorted(Path("notebooks").glob("0[1-9]_*.ipynb"))
+    pages = sorted(Path("notebooks").glob("[0-9][0-9]_*.ipynb"))
     assert pages
     labels_seen: set[str] = set()
     for page in pages:
