@@ -11,7 +11,7 @@ of repeats, so that load from other programs affects them alike.
    ``load_llama_state_dict``); the tokens must be equal. Both come from one small
    ``transformers.LlamaConfig`` (hidden 128, 4 query heads sharing 2 key/value
    heads, 4 layers, intermediate 344, vocabulary 512, 256 positions), fp32, eval
-   mode. Ours runs on the fast path (``transformer.fast_lm.FastLM``) and as the
+   mode. Ours runs on the fast path (``transformer.fast_modern.FastModernLM``) and as the
    plain model the book teaches. Goal: >= 2x at batch 1.
 2. RMSNorm against LayerNorm, forward and backward of a (16 x 128, C) batch:
    :class:`transformer.modern.RMSNorm` (the book's, written out) and
@@ -37,7 +37,7 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 from torch import nn  # noqa: E402
 
-from transformer.fast_lm import FastLM  # noqa: E402
+from transformer.fast_modern import FastModernLM  # noqa: E402
 from transformer.gpt import DecoderOnlyTransformer, generate  # noqa: E402
 from transformer.llama import config_from_llama, load_llama_state_dict  # noqa: E402
 from transformer.modern import RMSNorm  # noqa: E402
@@ -75,7 +75,7 @@ def bench_generation(repeats: int) -> list[tuple[str, str, str]]:
     hf = transformers.LlamaForCausalLM(hf_config()).eval()
     ours = DecoderOnlyTransformer(config_from_llama(hf.config)).eval()
     load_llama_state_dict(ours, hf.state_dict())
-    fast = FastLM(ours).eval()
+    fast = FastModernLM(ours).eval()
     rows = []
     for batch in (1, 32):
         g = torch.Generator().manual_seed(batch)
@@ -102,7 +102,7 @@ def bench_generation(repeats: int) -> list[tuple[str, str, str]]:
             (
                 f"**greedy generation speed-up, batch {batch}**",
                 f"**{med['hf'] / med['ours']:.2f}x**",
-                f"{NEW} tokens after {PROMPT_LEN}: ours (FastLM) {med['ours'] * 1e3:.0f} ms "
+                f"{NEW} tokens after {PROMPT_LEN}: ours (FastModernLM) {med['ours'] * 1e3:.0f} ms "
                 f"({batch * NEW / med['ours']:,.0f} tokens/s), HF {med['hf'] * 1e3:.0f} ms "
                 f"({batch * NEW / med['hf']:,.0f} tokens/s); "
                 f"same tokens: {'yes' if same else 'NO'}; {goal}",

@@ -211,3 +211,22 @@ def test_errors():
     _, state = FastLM(long).step(ids[:, 0], state)
     with pytest.raises(ValueError, match="positions stop at 6"):
         FastLM(long).step(ids[:, 0], state)
+
+
+def test_chapter_11_blocks_go_to_the_models_own_generation():
+    """FastLM (chapter 10) leaves RMSNorm/SwiGLU/GQA/RoPE blocks to the model; their
+    fast generation is transformer.fast_modern.FastModernLM (tested with Llama)."""
+    from transformer.modern import ModernDecoderConfig
+
+    torch.manual_seed(9)
+    config = ModernDecoderConfig(vocab_size=23, d_model=32, n_heads=4, n_kv_heads=2, n_layers=2)
+    model = DecoderOnlyTransformer(config).eval()
+    fast = FastLM(model)
+    ids = torch.randint(3, 23, (2, 6))
+    assert not fast.covered
+    with torch.no_grad():
+        state = fast.start(ids)
+        assert isinstance(state, LMState)
+        assert_close(state.logits, model(ids)[:, -1], **TOL)
+    want = generate(model, ids, 10, temperature=0.0)
+    assert torch.equal(generate(fast, ids, 10, temperature=0.0), want)  # type: ignore[arg-type]

@@ -199,10 +199,10 @@ def test_loader_refuses_missing_unexpected_and_misshapen_weights():
 
 @pytest.mark.parametrize("n_kv_heads", [2, 1])
 def test_fast_path_generates_hugging_faces_tokens(n_kv_heads):
-    from transformer.fast_lm import FastLM, GeneralState
+    from transformer.fast_modern import FastModernLM, GeneralState
 
     ours, theirs = _pair(6, n_kv_heads)
-    fast = FastLM(ours).eval()
+    fast = FastModernLM(ours).eval()
     prompt = torch.randint(3, V, (2, 9))  # the buffers fill at 18 and must grow
     with torch.no_grad():
         want = theirs.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=20)
@@ -211,3 +211,38 @@ def test_fast_path_generates_hugging_faces_tokens(n_kv_heads):
         assert_close(state.logits, theirs(prompt).logits[:, -1], **TOL)
     got = generate(fast, prompt, 20, temperature=0.0, eos_id=2)  # type: ignore[arg-type]
     assert torch.equal(got, want)
+    with torch.no_grad():  # every step's logits, across the buffers' growth
+        state, full = fast.start(prompt), theirs(got).logits
+        for t in range(9, 29):
+            assert_close(state.logits, full[:, t - 1], **TOL)
+            _, state = fast.step(got[:, t], state)
+        assert state.k.shape[3] == 36  # grown once, from 18
+
+
+def test_fast_modern_path_checks_its_input_and_falls_back():
+    from transformer.fast_lm import FastLMState
+    from transformer.fast_modern import FastModernLM, GeneralState
+    from transformer.gpt import LMState
+
+    ours, _ = _pair(7, 2)
+    fast = FastModernLM(ours).eval()
+    prompt = torch.randint(3, V, (1, 5))
+    with torch.no_grad():
+        state = fast.start(prompt)
+        assert isinstance(state, GeneralState)
+        with pytest.raises(ValueError, match="ids in"):
+            fast.step(torch.tensor([V]), state)
+        with pytest.raises(ValueError, match="shape"):
+            fast.step(torch.tensor([1, 2]), state)
+        padded = fast.start(prompt, attention_mask=torch.tensor([[1, 1, 1, 0, 0]]))
+        assert isinstance(padded, LMState)  # the model's own path
+    for fields in ({"positional": "learned"}, {"norm": "layer", "ffn": "mlp", "n_kv_heads": 4}):
+        other = DecoderOnlyTransformer(
+            ModernDecoderConfig(vocab_size=V, d_model=32, n_heads=4, **fields)  # type: ignore[arg-type]
+        ).eval()
+        fast = FastModernLM(other).eval()
+        with torch.no_grad():
+            state = fast.start(prompt)
+        assert isinstance(state, (GeneralState, FastLMState))
+        want = generate(other, prompt, 12, temperature=0.0)
+        assert torch.equal(generate(fast, prompt, 12, temperature=0.0), want)  # type: ignore[arg-type]

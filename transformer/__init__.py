@@ -46,6 +46,7 @@ CHAPTER_OF_MODULE: dict[str, int] = {
     "fast_lm": 10,
     "modern": 11,
     "llama": 11,
+    "fast_modern": 11,
     "bert": 12,
 }
 

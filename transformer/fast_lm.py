@@ -20,9 +20,10 @@ with the model's own.
   blocks with plain functional calls, checked once per call instead of once per
   layer, with no mask to build.
 
-Generation also covers chapter 11's blocks (RMSNorm, SwiGLU, GQA, RoPE). Inputs the
-fast path does not cover (padding, other attention hooks such as ALiBi, post-LN
-blocks) go to the model's own methods: a ``FastLM`` is always correct.
+Inputs the fast path does not cover (padding, attention hooks such as RoPE or ALiBi,
+post-LN blocks, chapter 11's blocks) go to the model's own methods: a ``FastLM`` is
+always correct. Chapter 11's blocks have their own generation path,
+:class:`transformer.fast_modern.FastModernLM`, a subclass of this one.
 
 Shape letters: B batch, T length, t tokens fed so far, C model size, H heads,
 D head size, F feed-forward size, V vocabulary, L layers.
@@ -42,14 +43,12 @@ from transformer.embedding import check_ids
 from transformer.gpt import DecoderOnlyTransformer, LMState
 from transformer.layers import EncoderLayer, PositionwiseFeedForward
 from transformer.multihead import MultiHeadAttention
-from transformer.relative import RotaryEmbedding
 
 __all__ = [
     "BlockWeights",
     "CausalDropoutAttention",
     "FastLM",
     "FastLMState",
-    "GeneralState",
     "block_weights",
     "causal_attention",
     "fast_dropout",
@@ -244,22 +243,6 @@ class FastLMState:
     weights: list[BlockWeights]
 
 
-@dataclass
-class GeneralState:
-    """:meth:`FastLM.step`'s state for other pre-norm blocks (chapter 11's), as
-    :class:`FastLMState` with k, v (L, B, G, capacity, D) for G key/value heads,
-    ``qkv`` each block's stacked (H D + 2 G D, C) projection and bias, and ``cos``,
-    ``sin`` (capacity, D/2) RoPE's rotations (``None`` without RoPE)."""
-
-    k: Tensor
-    v: Tensor
-    length: int
-    logits: Tensor
-    qkv: list[tuple[Tensor, Tensor | None]]
-    cos: Tensor | None
-    sin: Tensor | None
-
-
 class FastLM(nn.Module):
     """A :class:`~transformer.gpt.DecoderOnlyTransformer` on the fast path.
 
@@ -289,9 +272,6 @@ class FastLM(nn.Module):
             (type(b.norm1), type(b.norm2), type(b.ffn), type(b.self_attn)) == parts for b in blocks
         ) and type(model.norm) in (type(None), nn.LayerNorm)
         self.covered = model.config.norm_first and not model._use_hooks and plain
-        # Generation also covers other pre-norm blocks (RMSNorm, SwiGLU, GQA) and RoPE.
-        rope = type(model.positional) is RotaryEmbedding
-        self.general = model.config.norm_first and (rope or not model._use_hooks)
         self.train(model.training)  # the model's mode, which ``forward`` follows
 
     def _layers(self) -> Iterable[EncoderLayer]:
@@ -354,17 +334,13 @@ class FastLM(nn.Module):
 
     # ----------------------------------------------------------------- generation
     @torch.no_grad()
-    def start(
-        self, prompt: Tensor, attention_mask: Tensor | None = None
-    ) -> FastLMState | GeneralState | LMState:
+    def start(self, prompt: Tensor, attention_mask: Tensor | None = None) -> FastLMState | LMState:
         """Run the prompt (B, T) once, filling the key/value buffer; as ``model.start``."""
         m = self.model
         if m.training:
             raise RuntimeError("FastLM generates in eval mode; call .eval() first")
-        if m.key_mask(prompt, attention_mask) is not None or not self.general:
+        if m.key_mask(prompt, attention_mask) is not None or not self.covered:
             return m.start(prompt, attention_mask)
-        if not self.covered:
-            return self._general_start(prompt)
         m._check(prompt, 0)
         B, T = prompt.shape
         layers = list(self._layers())
@@ -395,14 +371,12 @@ class FastLM(nn.Module):
 
     @torch.no_grad()
     def step(
-        self, prev: Tensor, state: FastLMState | GeneralState | LMState
-    ) -> tuple[Tensor, FastLMState | GeneralState | LMState]:
+        self, prev: Tensor, state: FastLMState | LMState
+    ) -> tuple[Tensor, FastLMState | LMState]:
         """Feed one token per row (B,); return the next logits (B, V) and the state."""
         m = self.model
         if isinstance(state, LMState):
             return m.step(prev, state)
-        if isinstance(state, GeneralState):
-            return self._general_step(prev, state)
         if not isinstance(state, FastLMState):
             raise TypeError(f"state must come from start(), got {type(state).__name__}")
         k_all, v_all = state.k, state.v
@@ -435,65 +409,3 @@ class FastLM(nn.Module):
             x = x + self._ffn(x, layer, w)
         logits = self._final(x)  # (B, V)
         return logits, FastLMState(k_all, v_all, t + 1, logits, state.weights)
-
-    # ------------------------------------------- generation, chapter 11's blocks
-    def _rope(self, n: int, like: Tensor) -> tuple[Tensor | None, Tensor | None]:
-        """RoPE's cos and sin (n, D/2) for positions 0..n-1, or ``(None, None)``."""
-        pos = self.model.positional
-        if not isinstance(pos, RotaryEmbedding):
-            return None, None
-        angles = pos.angles(torch.arange(n))  # (n, D/2), float64
-        return angles.cos().to(like), angles.sin().to(like)
-
-    @staticmethod
-    def _rotate(x: Tensor, st: GeneralState, t: int) -> Tensor:
-        """RoPE's pair rotation (``relative.rotate_pairs``) of positions t.. of x."""
-        if st.cos is None or st.sin is None:
-            return x
-        cos, sin = st.cos[t : t + x.shape[2]], st.sin[t : t + x.shape[2]]  # (T, D/2)
-        a, b = x[..., 0::2], x[..., 1::2]  # (B, H, T, D/2)
-        return torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1).flatten(-2)
-
-    def _general_blocks(self, x: Tensor, st: GeneralState, t: int) -> Tensor:
-        """Run positions t.. of x (B, T, C) through every block, caching keys and values."""
-        B, T, C = x.shape
-        for i, (layer, (w, b)) in enumerate(zip(self._layers(), st.qkv)):
-            a = layer.self_attn
-            H, D, G = a.n_heads, a.head_dim, st.k.shape[2]
-            qkv = F.linear(layer.norm1(x), w, b).view(B, T, H + 2 * G, D).transpose(1, 2)
-            qk = self._rotate(qkv[:, : H + G], st, t)  # queries and keys at once
-            q, k, v = qk[:, :H], qk[:, H:], qkv[:, H + G :]  # (B, H|G, T, D)
-            st.k[i, :, :, t : t + T] = k
-            st.v[i, :, :, t : t + T] = v
-            ks, vs = st.k[i, :, :, : t + T], st.v[i, :, :, : t + T]  # (B, G, t+T, D)
-            att = F.scaled_dot_product_attention(q, ks, vs, is_causal=T > 1, enable_gqa=G != H)
-            x = x + a.out_proj(att.transpose(1, 2).reshape(B, T, C))
-            x = x + layer.ffn(layer.norm2(x))
-        return x
-
-    def _general_start(self, prompt: Tensor) -> GeneralState:
-        m, (B, T), layers = self.model, prompt.shape, list(self._layers())
-        m._check(prompt, 0)
-        qkv = [(w.w_qkv, w.b_qkv) for w in map(block_weights, layers)]  # (H D + 2 G D, C)
-        a = layers[0].self_attn
-        G, capacity = getattr(a, "n_kv_heads", a.n_heads), max(2 * T, 16)
-        w = m.embedding.weight
-        k = w.new_empty((len(layers), B, G, capacity, a.head_dim))
-        st = GeneralState(k, torch.empty_like(k), 0, w.new_empty(0), qkv, *self._rope(capacity, w))
-        x = self._general_blocks(self._embed(prompt, 0), st, 0)
-        st.length, st.logits = T, self._final(x[:, -1])  # (B, V)
-        return st
-
-    def _general_step(self, prev: Tensor, st: GeneralState) -> tuple[Tensor, GeneralState]:
-        B, t = st.k.shape[1], st.length
-        if not isinstance(prev, Tensor) or prev.shape != (B,):
-            raise ValueError(f"prev must have shape ({B},), got {getattr(prev, 'shape', prev)}")
-        self.model._check(prev[:, None], t)
-        k, v, cos, sin = st.k, st.v, st.cos, st.sin
-        if t == k.shape[3]:  # full: move to buffers twice as large
-            k, v = (torch.cat([c, torch.empty_like(c)], dim=3) for c in (k, v))
-            cos, sin = self._rope(2 * t, k)
-        st = GeneralState(k, v, t, st.logits, st.qkv, cos, sin)
-        x = self._general_blocks(self._embed(prev[:, None], t), st, t)  # (B, 1, C)
-        st.length, st.logits = t + 1, self._final(x[:, 0])  # (B, V)
-        return st.logits, st
