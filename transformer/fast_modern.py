@@ -234,6 +234,43 @@ class FastModernLM(FastLM):
             x = _residual(x, h, w.w2_t, w.b2)
         return x
 
+    def _one(self, x: Tensor, st: GeneralState, t: int) -> Tensor:
+        """:meth:`_blocks` for one new position, its query heads grouped by key head.
+
+        With one query per row, the r = H / G query heads that share a key/value
+        head are r queries of one head: attention needs no mask, no repeated keys,
+        and its output (B, G, r, D) is already in the (B, C) order.
+
+        Shape:
+            x: (B, C) -> (B, C)
+        """
+        B, C = x.shape
+        G, D = st.k.shape[2], st.k.shape[4]
+        cos = st.cos[t] if st.cos is not None else None  # (N,)
+        sin = st.sin[t] if st.sin is not None else None
+        HD = st.weights[0].w_out_t.shape[0]  # H D query features
+        n = HD + G * D
+        for w, kc, vc in zip(st.weights, st.k.unbind(0), st.v.unbind(0)):
+            y = F.linear(_norm(x, w.norm1), w.w_in, w.b_in)  # (B, 2N + G D) or (B, N + G D)
+            if cos is not None and sin is not None:
+                qk = torch.addcmul(y[:, :n] * cos, y[:, n : 2 * n], sin)  # (B, N)
+                v = y[:, 2 * n :]
+            else:
+                qk, v = y[:, :n], y[:, n:]
+            kc[:, :, t] = qk[:, HD:].view(B, G, D)
+            vc[:, :, t] = v.view(B, G, D)
+            q = qk[:, :HD].view(B, G, HD // (G * D), D)  # (B, G, r, D)
+            att = F.scaled_dot_product_attention(q, kc[:, :, : t + 1], vc[:, :, : t + 1])
+            x = _residual(x, att.view(B, HD), w.w_out_t, w.b_out)
+            h = F.linear(_norm(x, w.norm2), w.w_ffn, w.b_ffn)  # (B, 2F) or (B, F)
+            if w.gated:
+                g, u = h.chunk(2, dim=-1)
+                h = w.act(g).mul_(u)  # (B, F)
+            else:
+                h = w.act(h)
+            x = _residual(x, h, w.w2_t, w.b2)
+        return x
+
     def _head(self, x: Tensor) -> Tensor:
         """The final norm and the output layer, (B, C) -> (B, V)."""
         m = self.model
@@ -293,6 +330,6 @@ class FastModernLM(FastLM):
         if t == st.k.shape[3]:  # full: move to buffers twice as large
             k, v = (torch.cat([c, torch.empty_like(c)], dim=3) for c in (st.k, st.v))
             st = GeneralState(k, v, t, st.logits, st.weights, *self._tables(2 * t, k))
-        x = self._blocks(x, st, t)
+        x = self._one(x[:, 0], st, t)  # (B, C)
         st.length, st.logits = t + 1, self._head(x)  # (B, V)
         return st.logits, st
