@@ -246,3 +246,8 @@ def test_fast_modern_path_checks_its_input_and_falls_back():
         assert isinstance(state, (GeneralState, FastLMState))
         want = generate(other, prompt, 12, temperature=0.0)
         assert torch.equal(generate(fast, prompt, 12, temperature=0.0), want)  # type: ignore[arg-type]
+    for fields in ({"tie_word_embeddings": True}, {"attention_bias": True, "mlp_bias": True}):
+        ours, theirs = _pair(8, 2, **fields)
+        want = theirs.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=12)
+        got = generate(FastModernLM(ours).eval(), prompt, 12, temperature=0.0, eos_id=2)  # type: ignore[arg-type]
+        assert torch.equal(got, want)
