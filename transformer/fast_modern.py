@@ -18,7 +18,8 @@ cost of launching small operations from Python, so a step launches as few as it 
 * the residual additions after the attention's output projection and the
   feed-forward network are each one ``addmm``, not a product and a sum;
 * each block's keys and values go into its own preallocated buffer with only the
-  G shared heads (``enable_gqa`` lets the kernel share them between query heads);
+  G shared heads; at a step, the H / G query heads of a group attend as queries of
+  one head (no repeated keys, no mask), for the prompt ``enable_gqa`` shares them;
 * token ids are checked by the embedding lookup itself; only a lookup that fails
   goes through the model's check, which explains what is wrong.
 
@@ -327,9 +328,11 @@ class FastModernLM(FastLM):
         except (IndexError, RuntimeError):
             m._check(prev[:, None], t)  # says what is wrong with the ids
             raise
-        if t == st.k.shape[3]:  # full: move to buffers twice as large
-            k, v = (torch.cat([c, torch.empty_like(c)], dim=3) for c in (st.k, st.v))
-            st = GeneralState(k, v, t, st.logits, st.weights, *self._tables(2 * t, k))
+        k, v, cos, sin = st.k, st.v, st.cos, st.sin
+        if t == k.shape[3]:  # full: move to buffers twice as large
+            k, v = (torch.cat([c, torch.empty_like(c)], dim=3) for c in (k, v))
+            cos, sin = self._tables(2 * t, k)
+        st = GeneralState(k, v, t, st.logits, st.weights, cos, sin)  # the caller's is kept
         x = self._one(x[:, 0], st, t)  # (B, C)
         st.length, st.logits = t + 1, self._head(x)  # (B, V)
         return st.logits, st
