@@ -24,17 +24,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import statistics
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 import torch  # noqa: E402
 import transformers  # noqa: E402
+from _common import interleaved, write_table  # noqa: E402
 from torch import nn  # noqa: E402
 
 from transformer.fast_modern import FastModernLM  # noqa: E402
@@ -54,20 +52,6 @@ def hf_config() -> transformers.LlamaConfig:
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
         bos_token_id=VOCAB - 1, eos_token_id=VOCAB - 1, pad_token_id=VOCAB - 1,
     )  # fmt: skip
-
-
-def interleaved(fns: dict[str, Callable[[], object]], repeats: int, inner: int = 1):
-    """Median seconds per call of each function, the functions taking turns."""
-    for fn in fns.values():
-        fn()  # warm-up
-    samples: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t = time.perf_counter()
-            for _ in range(inner):
-                fn()
-            samples[name].append((time.perf_counter() - t) / inner)
-    return {k: statistics.median(v) for k, v in samples.items()}
 
 
 def bench_generation(repeats: int) -> list[tuple[str, str, str]]:
@@ -153,32 +137,18 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     transformers.logging.set_verbosity_error()
-    threads = torch.get_num_threads()
     start = time.perf_counter()
     rows = bench_generation(2 if args.quick else 7)
     print(*rows, sep="\n", flush=True)
     rows += bench_norms(3 if args.quick else 11)
     print(*rows[-4:], sep="\n", flush=True)
-    lines = [
-        "# Modern decoder benchmarks (chapter 11)",
-        "",
-        f"torch {torch.__version__}, transformers {transformers.__version__}, "
-        f"{threads} thread{'s' if threads != 1 else ''}, "
-        f"{platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} CPUs visible; {'quick' if args.quick else 'full'} run, "
-        f"{time.perf_counter() - start:.0f} s in all. Ratios come from interleaved runs in "
-        "one process (medians); absolute numbers depend on machine load.",
-        "",
-        "| measurement | value | notes |",
-        "|---|---|---|",
-        *[f"| {a} | {b} | {c} |" for a, b, c in rows],
-        "",
-    ]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines))
-    os.replace(tmp, args.out)
-    print(f"wrote {args.out}")
+    write_table(
+        args.out,
+        "Modern decoder benchmarks (chapter 11)",
+        rows,
+        args.quick,
+        time.perf_counter() - start,
+    )
 
 
 if __name__ == "__main__":
