@@ -54,6 +54,81 @@ WRONG_ANSWERS = {
     return new_scores, flat // K, flat % K
 """,
     ],
+    "q4_cached_step": [
+        # puts the new position first in the cache: same output, caches out of order
+        """def cached_attention_step(x_new, cache_k, cache_v, wq, wk, wv, wo, n_heads):
+    B, _, C = x_new.shape
+    D = C // n_heads
+
+    def split(t):
+        return t.view(B, 1, n_heads, D).transpose(1, 2)
+
+    q, k, v = split(x_new @ wq.T), split(x_new @ wk.T), split(x_new @ wv.T)
+    keys = torch.cat([k, cache_k], dim=2)
+    values = torch.cat([v, cache_v], dim=2)
+    w = torch.softmax(q @ keys.transpose(-2, -1) / D**0.5, dim=-1)
+    out = (w @ values).transpose(1, 2).reshape(B, 1, C) @ wo.T
+    return out, keys, values
+""",
+        # attends over the old cache only, then appends: the query misses its own key
+        """def cached_attention_step(x_new, cache_k, cache_v, wq, wk, wv, wo, n_heads):
+    B, _, C = x_new.shape
+    D = C // n_heads
+
+    def split(t):
+        return t.view(B, 1, n_heads, D).transpose(1, 2)
+
+    q, k, v = split(x_new @ wq.T), split(x_new @ wk.T), split(x_new @ wv.T)
+    w = torch.softmax(q @ cache_k.transpose(-2, -1) / D**0.5, dim=-1)
+    out = (w @ cache_v).transpose(1, 2).reshape(B, 1, C) @ wo.T
+    return out, torch.cat([cache_k, k], dim=2), torch.cat([cache_v, v], dim=2)
+""",
+        # scales by sqrt(C), the model size, instead of sqrt(D), a head's
+        """def cached_attention_step(x_new, cache_k, cache_v, wq, wk, wv, wo, n_heads):
+    B, _, C = x_new.shape
+    D = C // n_heads
+
+    def split(t):
+        return t.view(B, 1, n_heads, D).transpose(1, 2)
+
+    q, k, v = split(x_new @ wq.T), split(x_new @ wk.T), split(x_new @ wv.T)
+    keys = torch.cat([cache_k, k], dim=2)
+    values = torch.cat([cache_v, v], dim=2)
+    w = torch.softmax(q @ keys.transpose(-2, -1) / C**0.5, dim=-1)
+    out = (w @ values).transpose(1, 2).reshape(B, 1, C) @ wo.T
+    return out, keys, values
+""",
+        # forgets the output projection wo
+        """def cached_attention_step(x_new, cache_k, cache_v, wq, wk, wv, wo, n_heads):
+    B, _, C = x_new.shape
+    D = C // n_heads
+
+    def split(t):
+        return t.view(B, 1, n_heads, D).transpose(1, 2)
+
+    q, k, v = split(x_new @ wq.T), split(x_new @ wk.T), split(x_new @ wv.T)
+    keys = torch.cat([cache_k, k], dim=2)
+    values = torch.cat([cache_v, v], dim=2)
+    w = torch.softmax(q @ keys.transpose(-2, -1) / D**0.5, dim=-1)
+    out = (w @ values).transpose(1, 2).reshape(B, 1, C)
+    return out, keys, values
+""",
+        # splits the heads feature-strided: head h gets features h, h + H, h + 2H, ...
+        """def cached_attention_step(x_new, cache_k, cache_v, wq, wk, wv, wo, n_heads):
+    B, _, C = x_new.shape
+    D = C // n_heads
+
+    def split(t):
+        return t.view(B, 1, D, n_heads).permute(0, 3, 1, 2)
+
+    q, k, v = split(x_new @ wq.T), split(x_new @ wk.T), split(x_new @ wv.T)
+    keys = torch.cat([cache_k, k], dim=2)
+    values = torch.cat([cache_v, v], dim=2)
+    w = torch.softmax(q @ keys.transpose(-2, -1) / D**0.5, dim=-1)
+    out = (w @ values).permute(0, 2, 3, 1).reshape(B, 1, C) @ wo.T
+    return out, keys, values
+""",
+    ],
 }
 
 ALTERNATIVES = {
@@ -80,6 +155,32 @@ ALTERNATIVES = {
     order = total.flatten().argsort(descending=True)[:k]
     beam, token = torch.unravel_index(order, total.shape)
     return total.flatten()[order], beam, token
+""",
+    ],
+    "q4_cached_step": [
+        # PyTorch's fused attention (no mask: the new query sees every cached key)
+        """def cached_attention_step(x_new, cache_k, cache_v, wq, wk, wv, wo, n_heads):
+    B, _, C = x_new.shape
+    H = n_heads
+    q, k, v = (F.linear(x_new, w).reshape(B, H, 1, C // H) for w in (wq, wk, wv))
+    keys, values = torch.cat((cache_k, k), 2), torch.cat((cache_v, v), 2)
+    att = F.scaled_dot_product_attention(q, keys, values)  # (B, H, 1, D)
+    return F.linear(att.reshape(B, 1, C), wo), keys, values
+""",
+        # float64, einsum, and a print
+        """def cached_attention_step(x_new, cache_k, cache_v, wq, wk, wv, wo, n_heads):
+    x = x_new.double()
+    B, _, C = x.shape
+    D = C // n_heads
+    q = torch.einsum("bc,fc->bf", x[:, 0], wq.double()).view(B, n_heads, 1, D)
+    k = torch.einsum("bc,fc->bf", x[:, 0], wk.double()).view(B, n_heads, 1, D)
+    v = torch.einsum("bc,fc->bf", x[:, 0], wv.double()).view(B, n_heads, 1, D)
+    keys = torch.cat([cache_k.double(), k], dim=-2)
+    values = torch.cat([cache_v.double(), v], dim=-2)
+    print("cache length", keys.shape[2])
+    s = torch.einsum("bhqd,bhkd->bhqk", q, keys) / math.sqrt(D)
+    att = torch.einsum("bhqk,bhkd->bhqd", s.softmax(-1), values)
+    return att.reshape(B, 1, C) @ wo.double().T, keys, values
 """,
     ],
 }
