@@ -154,13 +154,13 @@ def test_global_local_equals_full_attention_with_its_mask(window, n_global, caus
 
 
 def test_banded_window_saves_memory_rather_than_masking_a_full_matrix():
-    q, k, v = (torch.randn(1, 1, 2048, 16) for _ in range(3))
+    q, k, v = (torch.randn(1, 1, 1024, 16) for _ in range(3))
     full = peak_memory(lambda: full_attention(q, k, v, causal=True))
     window = peak_memory(
-        lambda: sliding_window_attention(q, k, v, window=32, causal=True)
+        lambda: sliding_window_attention(q, k, v, window=16, causal=True)
     )
     tiled = peak_memory(lambda: tiled_attention(q, k, v, causal=True))
-    assert full >= 2048 * 2048 * 4  # at least one float32 (T, T) matrix
+    assert full >= 1024 * 1024 * 4  # at least one float32 (T, T) matrix
     assert window < full / 10
     assert tiled < full / 4
 
