@@ -48,6 +48,10 @@ CHAPTER_OF_MODULE: dict[str, int] = {
     "llama": 11,
     "fast_modern": 11,
     "bert": 12,
+    "efficient": 13,
+    "sparse_attention": 13,
+    "linear_attention": 13,
+    "efficient_layer": 13,
 }
 
 __all__ = ["CHAPTER_OF_MODULE", "__version__"]
