@@ -48,6 +48,9 @@ CHAPTER_OF_MODULE: dict[str, int] = {
     "llama": 11,
     "fast_modern": 11,
     "bert": 12,
+    "distributed": 14,
+    "resume": 14,
+    "train": 14,
 }
 
 __all__ = ["CHAPTER_OF_MODULE", "__version__"]
