@@ -194,5 +194,5 @@ def test_the_command_line_logs_and_saves(tmp_path, capsys):
         "4/4",
     ]
     logged = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in logged] == [2, 4]
+    assert [r["step"] for r in logged] == [1, 2, 3, 4]
     assert {p.name for p in out.iterdir()} == {"log.jsonl", "model.pt", "state.pt"}

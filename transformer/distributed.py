@@ -45,6 +45,7 @@ __all__ = [
     "DistInfo",
     "WindowDataset",
     "WindowShards",
+    "all_gather",
     "all_reduce_mean",
     "cleanup",
     "init_distributed",
@@ -150,6 +151,15 @@ def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
     out = value.detach().clone()
     dist.all_reduce(out, op=dist.ReduceOp.SUM)
     return out / dist.get_world_size()
+
+
+def all_gather(obj: Any) -> list[Any]:
+    """``obj`` from every rank, in rank order (``[obj]`` without a process group)."""
+    if not dist.is_initialized():
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
 
 
 def unwrap(model: nn.Module) -> nn.Module:

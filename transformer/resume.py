@@ -22,6 +22,7 @@ import torch
 import torch.distributed as dist
 
 from transformer.checkpoint import atomic_save
+from transformer.distributed import all_gather
 
 __all__ = [
     "STATE_FORMAT",
@@ -70,15 +71,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _gather(obj: Any) -> list[Any]:
-    """``obj`` of every rank, in rank order (each rank's random state, say)."""
-    if not dist.is_initialized():
-        return [obj]
-    out: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(out, obj)
-    return out
-
-
 def save_train_state(path: str | os.PathLike[str], parts: dict[str, Any]) -> None:
     """Write ``parts`` and every rank's random state to ``path``, atomically.
 
@@ -88,7 +80,7 @@ def save_train_state(path: str | os.PathLike[str], parts: dict[str, Any]) -> Non
         path: the file, usually ``out/state.pt``.
         parts: ``config`` (a dict), ``step``, and the state dicts to restore.
     """
-    rng = _gather(get_rng_state())
+    rng = all_gather(get_rng_state())  # each rank's own
     if not dist.is_initialized() or dist.get_rank() == 0:
         atomic_save({**parts, "format": STATE_FORMAT, "rng": rng}, path)
 

@@ -50,6 +50,7 @@ from transformer.distributed import (
     DistInfo,
     WindowDataset,
     WindowShards,
+    all_gather,
     all_reduce_mean,
     cleanup,
     init_distributed,
@@ -99,7 +100,7 @@ class TrainConfig:
         save_every: also save every this many steps (0: only at the end).
         resume: continue from ``out/state.pt`` when it exists.
         stop_after: stop (after saving) once this step is done, as if killed.
-        log_every: print the loss every this many steps.
+        log_every: print the loss every this many steps (``log.jsonl`` gets all).
         eval_blocks: validation blocks scored at the end (0: none).
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
     """
@@ -321,17 +322,17 @@ def _train(config: TrainConfig, info: DistInfo) -> dict[str, Any]:
         scheduler.step()
         losses.append(float(all_reduce_mean(total)))
         done = step + 1
+        lr = scheduler.get_last_lr()[0]
+        if info.is_main and out is not None:  # every step, for plots and comparisons
+            out.mkdir(parents=True, exist_ok=True)
+            with open(out / "log.jsonl", "a") as f:
+                f.write(json.dumps(dict(step=done, loss=losses[-1], lr=lr)) + "\n")
         if info.is_main and (done % config.log_every == 0 or done == end):
             rate = tokens_per_step * (done - start) / (time.perf_counter() - t0)
-            lr = scheduler.get_last_lr()[0]
             log.info(
                 f"step {done:>5}/{config.steps}  loss {losses[-1]:.4f}  lr {lr:.2e}  "
                 f"{rate:,.0f} tokens/s"
             )
-            if out is not None:
-                out.mkdir(parents=True, exist_ok=True)
-                with open(out / "log.jsonl", "a") as f:
-                    f.write(json.dumps(dict(step=done, loss=losses[-1], lr=lr)) + "\n")
         if config.save_every and done % config.save_every == 0 and done != end:
             save(done)
     seconds = time.perf_counter() - t0
@@ -341,6 +342,10 @@ def _train(config: TrainConfig, info: DistInfo) -> dict[str, Any]:
         save_checkpoint(raw, out / "model.pt", step=end, valid_loss=valid)
     if info.is_main and valid is not None:
         log.info(f"validation loss {valid:.4f} over {config.eval_blocks} blocks")
+    state_bytes = all_gather(optimizer_state_bytes(optimizer))
+    if info.is_main:
+        sizes = ", ".join(f"{b:,}" for b in state_bytes)
+        log.info(f"optimizer state per rank: {sizes} bytes")
     return dict(
         losses=losses, world_size=info.world_size, step=end, valid_loss=valid,
         tokens_per_s=tokens_per_step * (end - start) / max(seconds, 1e-9),
