@@ -134,26 +134,29 @@ def main() -> None:
     rows = []
     for variant in VARIANTS:
         per_seed = runs[variant]
-        gaps = [
-            max(abs(a - b) for a, b in zip(r["losses"], runs["fp32"][s]["losses"]))
-            for s, r in per_seed.items()
-        ]
-        speed = [runs["fp32"][s]["step_cpu_s"] / r["step_cpu_s"] for s, r in per_seed.items()]
-        memory = [r["saved_bytes"] for r in per_seed.values()]
+        base = runs["fp32"]
+        gaps, speed = [], []
+        for s, r in per_seed.items():
+            gaps.append(max(abs(a - b) for a, b in zip(r["losses"], base[s]["losses"])))
+            speed.append(base[s]["step_cpu_s"] / r["step_cpu_s"])
+        results = list(per_seed.values())
+        memory = [r["saved_bytes"] for r in results]
+        mib = None if None in memory else seed_spread([m / 2**20 for m in memory])
         rows.append(
             dict(
                 name=variant,
-                step_cpu_ms=seed_spread([r["step_cpu_s"] * 1e3 for r in per_seed.values()]),
-                first_step_cpu_s=seed_spread([r["first_step_cpu_s"] for r in per_seed.values()]),
+                step_cpu_ms=seed_spread([r["step_cpu_s"] * 1e3 for r in results]),
+                first_step_cpu_s=seed_spread([r["first_step_cpu_s"] for r in results]),
                 speed_vs_fp32=seed_spread(speed),
-                saved_mib=None if None in memory else seed_spread([m / 2**20 for m in memory]),
+                saved_mib=mib,
                 max_loss_gap_vs_fp32=seed_spread(gaps),
                 per_seed=per_seed,
             )
         )
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
     out = dict(
         name=NAME, seeds=seeds, setup=setup, rows=rows, machine=machine_summary(),
-        cpu_seconds=time.process_time() - cpu0, wall_seconds=time.perf_counter() - wall0,
+        cpu_seconds=cpu, wall_seconds=wall,
         avx512_bf16="avx512_bf16" in Path("/proc/cpuinfo").read_text(),
         amx_bf16="amx_bf16" in Path("/proc/cpuinfo").read_text(),
     )  # fmt: skip
@@ -161,7 +164,8 @@ def main() -> None:
     args.out.write_text(json.dumps(out, indent=1) + "\n")
     for row in rows:
         s = row["speed_vs_fp32"]
-        print(f"{row['name']:<13} {s['mean']:.2f}x fp32 [{s['min']:.2f}, {s['max']:.2f}]")
+        low, high = s["min"], s["max"]
+        print(f"{row['name']:<13} {s['mean']:.2f}x fp32 [{low:.2f}, {high:.2f}]")
     print(f"wrote {args.out} ({out['cpu_seconds']:.0f} CPU s)")
 
 
