@@ -92,7 +92,7 @@ def load_train_state(
 
     Args:
         path: the file.
-        config: this run's settings; all but :data:`MAY_CHANGE` must equal the
+        config: this run's settings; all but ``MAY_CHANGE`` must equal the
             saved ones, or the resumed run would not be the same run.
         world_size: this run's ranks; it must be the number that saved.
 
