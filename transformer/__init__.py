@@ -52,6 +52,9 @@ CHAPTER_OF_MODULE: dict[str, int] = {
     "sparse_attention": 13,
     "linear_attention": 13,
     "efficient_layer": 13,
+    "distributed": 14,
+    "resume": 14,
+    "train": 14,
 }
 
 __all__ = ["CHAPTER_OF_MODULE", "__version__"]

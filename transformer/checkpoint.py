@@ -19,7 +19,7 @@ from torch import nn
 
 from transformer.config import BlockConfig
 
-__all__ = ["CheckpointError", "load_checkpoint", "save_checkpoint"]
+__all__ = ["CheckpointError", "atomic_save", "load_checkpoint", "save_checkpoint"]
 
 _CHECKPOINT_FORMAT = "transformer-checkpoint"
 _CHECKPOINT_VERSION = 1
@@ -113,10 +113,26 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike[str], **extra: Any
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "extra": extra,
     }
+    return atomic_save(payload, path)
+
+
+def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
+    """``torch.save(obj, path)`` such that ``path`` holds the old file or the new one.
+
+    The object is written to a temporary file in the same folder, flushed to disk
+    and moved over ``path`` with :func:`os.replace`, which is atomic; the folder is
+    then synced, so a crash mid-save never leaves a half-written file. Chapter 14's
+    training states are written this way too.
+
+    Returns:
+        The path written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
+            torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
         umask = os.umask(0)
