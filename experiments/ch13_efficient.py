@@ -86,8 +86,7 @@ class NeedleClassifier(nn.Module):
         self.embedding = nn.Embedding(10 + s["keys"] + 1, C)
         self.positions = nn.Parameter(0.02 * torch.randn(s["length"], C))
         self.layers = nn.ModuleList(
-            EncoderLayer(C, s["n_heads"], s["d_ff"], norm_first=True)
-            for _ in range(s["n_layers"])
+            EncoderLayer(C, s["n_heads"], s["d_ff"], norm_first=True) for _ in range(s["n_layers"])
         )
         self.norm = nn.LayerNorm(C)
         self.head = nn.Linear(C, s["keys"])
@@ -99,9 +98,7 @@ class NeedleClassifier(nn.Module):
         return self.head(self.norm(x[:, -1]))  # (B, keys)
 
 
-def needle_batch(
-    n: int, s: dict, g: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
+def needle_batch(n: int, s: dict, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """n sequences of digits with one letter at a random place, and that letter."""
     T = s["length"]
     ids = torch.randint(0, 10, (n, T), generator=g)  # digits 0-9
@@ -114,9 +111,7 @@ def needle_batch(
 
 def schedule(optimizer: torch.optim.Optimizer, step: int, steps: int) -> None:
     frac = step / steps
-    scale = min(1.0, (step + 1) / WARMUP) * (
-        0.1 + 0.45 * (1 + math.cos(math.pi * frac))
-    )
+    scale = min(1.0, (step + 1) / WARMUP) * (0.1 + 0.45 * (1 + math.cos(math.pi * frac)))
     for group in optimizer.param_groups:
         group["lr"] = LR * scale
 
@@ -191,12 +186,8 @@ def run_charlm(method: str, options: dict, seed: int, s: dict, data: dict) -> di
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3, help="seeds per method")
-    parser.add_argument(
-        "--quick", action="store_true", help="tiny sizes, seconds in all"
-    )
-    parser.add_argument(
-        "--out", type=Path, default=RESULTS, help="where to write the JSON"
-    )
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, seconds in all")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where to write the JSON")
     args = parser.parse_args()
     if args.seeds < 1:
         parser.error(f"--seeds must be at least 1, got {args.seeds}")
@@ -247,8 +238,7 @@ def main() -> None:
         },  # fmt: skip
         "data": {
             "needle": "generated: digits with one letter at a random place, then '?'",
-            "charlm": "Python help topics, transformer.lm.documents() "
-            "(chapter 10's split)",
+            "charlm": "Python help topics, transformer.lm.documents() (chapter 10's split)",
             "charlm_eval_chars": len(data["curve"]) - 1,
         },
         "tasks": tasks,
