@@ -48,6 +48,11 @@ CHAPTER_OF_MODULE: dict[str, int] = {
     "llama": 11,
     "fast_modern": 11,
     "bert": 12,
+    "bert_hf": 12,
+    "mlm": 12,
+    "finetune": 12,
+    "vit": 12,
+    "vit_hf": 12,
 }
 
 __all__ = ["CHAPTER_OF_MODULE", "__version__"]
