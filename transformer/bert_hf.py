@@ -54,10 +54,14 @@ def config_from_bert(hf_config: Any, **overrides: Any) -> EncoderOnlyConfig:
     v = hf_config if isinstance(hf_config, Mapping) else hf_config.to_dict()
     kind = v.get("position_embedding_type", "absolute")
     if kind != "absolute":
-        raise ValueError(f"only absolute position embeddings are supported, got {kind!r}")
+        raise ValueError(
+            f"only absolute position embeddings are supported, got {kind!r}"
+        )  # fmt: skip
     act = v.get("hidden_act", "gelu")
     if act not in _ACTIVATIONS:
-        raise ValueError(f"hidden_act {act!r} has no counterpart; one of {sorted(_ACTIVATIONS)}")
+        raise ValueError(
+            f"hidden_act {act!r} has no counterpart; one of {sorted(_ACTIVATIONS)}"
+        )  # fmt: skip
     with_classifier = overrides.pop("with_classifier", False)
     pad = v.get("pad_token_id")
     fields: dict[str, Any] = dict(
@@ -95,10 +99,14 @@ def load_bert_state_dict(
     raises a ``ValueError``.
     """
     if not isinstance(model, EncoderOnlyTransformer):
-        raise TypeError(f"model must be an EncoderOnlyTransformer, got {type(model).__name__}")
+        raise TypeError(
+            f"model must be an EncoderOnlyTransformer, got {type(model).__name__}"
+        )  # fmt: skip
     c = model.config
     if c.norm_first or c.positional != "learned" or not c.bias:
-        raise ValueError("BERT is post-LN with learned positions and biases; use config_from_bert")
+        raise ValueError(
+            "BERT is post-LN with learned positions and biases; use config_from_bert"
+        )  # fmt: skip
     state = {re.sub(r"^bert\.", "", k): v for k, v in state_dict.items()}
     used: set[str] = set()
 
@@ -145,7 +153,9 @@ def load_bert_state_dict(
             put_norm(layer.norm2, f"{p}output.LayerNorm")
         if "cls.predictions.transform.dense.weight" in state:
             if model.token_transform is None:
-                raise ValueError("the state dict has BERT's MLM transform: set mlm_transform=True")
+                raise ValueError(
+                    "the state dict has BERT's MLM transform: set mlm_transform=True"
+                )  # fmt: skip
             head = cast(nn.Sequential, model.token_transform)
             dense, norm = head[0], head[2]
             put_linear(dense, "cls.predictions.transform.dense")
@@ -154,8 +164,10 @@ def load_bert_state_dict(
             put(
                 model.token_head.bias,
                 bias if bias in state else "cls.predictions.decoder.bias",
-            )
-            used.update({"cls.predictions.decoder.weight", "cls.predictions.decoder.bias"})
+            )  # fmt: skip
+            used.update(
+                {"cls.predictions.decoder.weight", "cls.predictions.decoder.bias"}
+            )  # fmt: skip
         if "pooler.dense.weight" in state:
             put_linear(model.pooler[0], "pooler.dense")
         if model.classifier is not None and "classifier.weight" in state:

@@ -101,7 +101,9 @@ def docstring_task(
     for package in packages:
         folder = lib / package
         if not (folder / "__init__.py").exists():
-            raise ValueError(f"{package!r} is not a package of the standard library at {lib}")
+            raise ValueError(
+                f"{package!r} is not a package of the standard library at {lib}"
+            )  # fmt: skip
         for path in sorted(folder.rglob("*.py")):
             parts = path.relative_to(lib).parts
             if any(p.startswith("test") for p in parts[1:]):
@@ -175,7 +177,11 @@ class _LabelledBatches:
 
     def __iter__(self) -> Iterator[EncoderBatch]:
         n = len(self.inputs)
-        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        order = (
+            torch.randperm(n, generator=self.generator)
+            if self.shuffle
+            else torch.arange(n)
+        )  # fmt: skip
         for start in range(0, n, self.batch_size):
             i = order[start : start + self.batch_size]
             mask = None if self.mask is None else self.mask[i]

@@ -48,7 +48,9 @@ def config_from_vit(hf_config: Any, **overrides: Any) -> VisionTransformerConfig
     if v.get("hidden_act", "gelu") != "gelu":
         raise ValueError(f"only the exact GELU is supported, got {v['hidden_act']!r}")
     if not v.get("qkv_bias", True):
-        raise ValueError("qkv_bias=False has no counterpart: every linear layer has a bias")
+        raise ValueError(
+            "qkv_bias=False has no counterpart: every linear layer has a bias"
+        )  # fmt: skip
     image, patch = v["image_size"], v["patch_size"]
     if not isinstance(image, int) or not isinstance(patch, int):
         raise ValueError(f"square images and patches only, got {image!r} and {patch!r}")
@@ -97,7 +99,9 @@ def load_vit_state_dict(
     (``encoder.layer.0.attention.attention.query``) are read.
     """
     if not isinstance(model, VisionTransformer):
-        raise TypeError(f"model must be a VisionTransformer, got {type(model).__name__}")
+        raise TypeError(
+            f"model must be a VisionTransformer, got {type(model).__name__}"
+        )  # fmt: skip
     if not model.config.norm_first or model.norm is None:
         raise ValueError("ViT is pre-LN with a final LayerNorm; use config_from_vit")
     state = {_new_name(re.sub(r"^vit\.", "", k)): v for k, v in state_dict.items()}
