@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 #: but a module never imports one that the reader has not met yet.
 CHAPTER_OF_MODULE: dict[str, int] = {
     "utils": 1,
+    "source": 1,
     "plotting": 1,
     "data": 1,
     "tasks": 1,
