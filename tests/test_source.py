@@ -45,9 +45,8 @@ def test_line_range_marks_what_is_skipped():
     assert len(lines) == 4
     # starting at the first body line skips nothing, so no ellipsis
     assert "..." not in source(_sample, first="first marker", last="first marker")
-    assert (
-        source(_sample, last="first marker").splitlines()[-1].endswith("first marker")
-    )
+    last_line = source(_sample, last="first marker").splitlines()[-1]
+    assert last_line.endswith("first marker")
 
 
 def test_methods_and_classes():
@@ -79,17 +78,13 @@ def test_show_prints_the_source(capsys):
 
 
 def test_fit_column_breaks_after_a_comma_inside_brackets():
-    line = (
-        "    result = function_name("
-        + ", ".join(f"argument_{i}" for i in range(12))
-        + ")"
-    )
+    args = ", ".join(f"argument_{i}" for i in range(12))
+    line = "    result = function_name(" + args + ")"
     assert len(line) > WIDTH
     pieces = fit_column(line)
     assert len(pieces) > 1 and all(len(p) <= WIDTH for p in pieces)
-    assert "".join(p.strip() + (" " if p.endswith(",") else "") for p in pieces) == (
-        line.strip()
-    )
+    joined = "".join(p.strip() + (" " if p.endswith(",") else "") for p in pieces)
+    assert joined == line.strip()
     assert pieces[1].startswith(" " * 8)  # continuation indented four more
     ast.parse("\n".join(p[4:] if i == 0 else p for i, p in enumerate(pieces)).strip())
 
@@ -104,9 +99,8 @@ def test_fit_column_never_breaks_inside_a_string_or_outside_brackets():
 
 def test_a_line_that_cannot_fit_is_refused(tmp_path, monkeypatch):
     words = " ".join(["word"] * 25)  # a string literal: nowhere to break it
-    (tmp_path / "long_module.py").write_text(
-        f'def long_line():\n    return "{words}"\n'
-    )
+    module = f'def long_line():\n    return "{words}"\n'
+    (tmp_path / "long_module.py").write_text(module)
     monkeypatch.syspath_prepend(str(tmp_path))
     import long_module
 

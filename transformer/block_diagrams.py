@@ -90,9 +90,8 @@ def _column(
         arrow(ax, (x, y + 0.9), (x, y + 1.28))
         _plus(ax, x, y + 1.5)
         right = x + width / 2 + 0.35  # the residual connection skips the sub-layer
-        ax.plot(
-            [x, right, right], [start + 0.2, start + 0.2, y + 1.5], color="C3", lw=1
-        )
+        low, high = start + 0.2, y + 1.5
+        ax.plot([x, right, right], [low, low, high], color="C3", lw=1)
         arrow(ax, (right, y + 1.5), (x + 0.22, y + 1.5), color="C3")
         y += 1.72
         if norm == "post":

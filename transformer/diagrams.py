@@ -145,9 +145,8 @@ def draw_encoder_decoder(ax: Axes | None = None, steps: int = 3) -> Figure:
     ax.text(dec_x[0] - 0.6, 0.0, "target input (B, T)", fontsize=8, ha="left")
     ax.text(enc_x[0] - 0.6, 2.45, "(B, S, E)", fontsize=7.5, color="0.35")
     ax.text(enc_x[0] - 0.6, 3.6, "states (B, S, H)", fontsize=7.5, color="0.35")
-    ax.text(
-        dec_x[-1] + 0.65, 2.3, "input\n[embed; c]\n(B, E + H)", fontsize=7.5, color="C1"
-    )
+    feed = "input\n[embed; c]\n(B, E + H)"
+    ax.text(dec_x[-1] + 0.65, 2.3, feed, fontsize=7.5, color="C1")
     ax.text(dec_x[0] - 0.6, 6.05, "logits (B, T, V)", fontsize=8)
     ax.text(sum(enc_x) / steps, 4.4, "encoder", fontsize=10, ha="center", color="C0")
     ax.set_title("Encoder-decoder: the whole source through one context vector")
@@ -238,7 +237,7 @@ def draw_head_split(ax: Axes | None = None) -> Figure:
         ax,
         (6.0, 5.9),
         "each head h: softmax(Q_h K_h^T / sqrt(D)) V_h\n"
-        "weights (B, H, T, T), out (B, H, T, D)",
+        + "weights (B, H, T, T), out (B, H, T, D)",
         6.6,
         0.7,
         COLORS["attn"],

@@ -75,19 +75,16 @@ def combine_masks(*masks: Tensor | None) -> Tensor | None:
             continue
         if not isinstance(m, Tensor) or m.dtype != torch.bool:
             got = m.dtype if isinstance(m, Tensor) else type(m).__name__
-            raise TypeError(
-                f"masks must be bool tensors (True = may attend), got {got}"
-            )
+            want = "bool tensors (True = may attend)"
+            raise TypeError(f"masks must be {want}, got {got}")
         if result is None:
             result = m
             continue
         try:
             torch.broadcast_shapes(result.shape, m.shape)
         except RuntimeError as err:
-            raise ValueError(
-                f"masks of shapes {tuple(result.shape)} and {tuple(m.shape)} "
-                "do not broadcast"
-            ) from err
+            a, b = tuple(result.shape), tuple(m.shape)
+            raise ValueError(f"masks of shapes {a} and {b} do not broadcast") from err
         result = result & m
     return result
 

@@ -269,9 +269,8 @@ def t5_bucket(
     _check_positive_int(max_distance, "max_distance")
     if bidirectional:
         if num_buckets < 4:
-            raise ValueError(
-                f"bidirectional T5 buckets need num_buckets >= 4, got {num_buckets}"
-            )
+            msg = f"bidirectional T5 buckets need num_buckets >= 4, got {num_buckets}"
+            raise ValueError(msg)
         num_buckets //= 2
         bucket = (distance > 0).long() * num_buckets  # future keys use the upper half
         n = distance.abs()

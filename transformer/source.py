@@ -88,7 +88,10 @@ def _find(lines: list[str], marker: str, after: int, what: str, name: str) -> in
 
 
 def source(
-    obj: Any, first: str | None = None, last: str | None = None, width: int = WIDTH
+    obj: Any,
+    first: str | None = None,
+    last: str | None = None,
+    width: int = WIDTH,
 ) -> str:
     """The source of a function, method or class as the book prints it.
 
@@ -114,9 +117,8 @@ def source(
         raise TypeError(f"cannot show {name}: it has no source code ({err})") from None
     lines = textwrap.dedent(raw).splitlines()
     doc = _docstring_lines(lines)
-    n_header = next(
-        i for i, s in enumerate(lines) if s.split("#")[0].rstrip().endswith(":")
-    )
+    code = [s.split("#")[0].rstrip() for s in lines]  # comments off
+    n_header = next(i for i, s in enumerate(code) if s.endswith(":"))
     header = lines[: n_header + 1]
     body_start = doc.stop if len(doc) else n_header + 1
     start = _find(lines, first, body_start, "first", name) if first else body_start
