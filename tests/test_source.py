@@ -118,3 +118,14 @@ def test_errors_name_the_problem():
         source(len)
     with pytest.raises(TypeError, match="no source"):
         source(torch.zeros(2))
+
+
+def test_a_long_trailing_comment_moves_above_the_code():
+    code = "    value = compute(first_argument, second_argument)"
+    line = code + "  # " + "a comment that makes the line far too long " * 2
+    assert len(code) <= WIDTH < len(line)
+    pieces = fit_column(line)
+    assert pieces == ["    " + line[len(code) + 2 :], code]
+    # a '#' inside a string is not a comment
+    text = "    s = f('" + "#" * 90 + "', x)"
+    assert fit_column(text)[0].startswith("    s = f(")

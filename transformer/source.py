@@ -41,12 +41,28 @@ def _cut_points(line: str, width: int, depth: int = 0) -> list[tuple[int, int]]:
     return cuts
 
 
+def _split_comment(line: str) -> tuple[str, str]:
+    """A line's code and its trailing ``# comment`` (empty if none), found outside
+    strings; the code loses its trailing spaces."""
+    quote = ""
+    for i, ch in enumerate(line):
+        if quote:
+            if ch == quote and line[i - 1] != "\\":
+                quote = ""
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "#":
+            return line[:i].rstrip(), line[i:]
+    return line, ""
+
+
 def fit_column(line: str, width: int = WIDTH, depth: int = 0) -> list[str]:
     """Break a line of code that is too long after a comma inside brackets.
 
-    The pieces are the same code (Python continues a line inside brackets), the
-    continuation indented four spaces more. A line with no such comma comes back
-    whole, even if it is too long; :func:`source` refuses to show it.
+    A trailing comment that makes the line too long moves to a line of its own above
+    the code. Otherwise the pieces are the same code (Python continues a line inside
+    brackets), the continuation indented four spaces more. A line with no such comma
+    comes back whole, even if it is too long; :func:`source` refuses to show it.
 
     Args:
         line: one line of code.
@@ -55,6 +71,10 @@ def fit_column(line: str, width: int = WIDTH, depth: int = 0) -> list[str]:
     """
     if len(line) <= width:
         return [line]
+    code, comment = _split_comment(line)
+    if comment and len(code) <= width:  # the comment moves to a line of its own above
+        indent = " " * (len(line) - len(line.lstrip()))
+        return [indent + comment, code]
     cuts = _cut_points(line, width, depth)
     if not cuts:
         return [line]
