@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 #: but a module never imports one that the reader has not met yet.
 CHAPTER_OF_MODULE: dict[str, int] = {
     "utils": 1,
+    "source": 1,
     "plotting": 1,
     "data": 1,
     "tasks": 1,
@@ -21,6 +22,7 @@ CHAPTER_OF_MODULE: dict[str, int] = {
     "training": 4,
     "decoding": 4,
     "bottleneck": 4,
+    "diagrams": 4,
     "attention": 5,
     "attention_seq2seq": 5,
     "masks": 6,
@@ -30,6 +32,7 @@ CHAPTER_OF_MODULE: dict[str, int] = {
     "relative": 7,
     "layers": 8,
     "schedules": 8,
+    "block_diagrams": 8,
     "config": 9,
     "embedding": 9,
     "model": 9,

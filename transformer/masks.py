@@ -37,8 +37,8 @@ def causal_mask(T: int, S: int | None = None, device: torch.device | str | None 
             raise ValueError(f"{name} must be a non-negative int, got {n!r}")
     if S < T:
         raise ValueError(
-            f"a causal mask needs at least as many keys as queries, got T={T} queries and "
-            f"S={S} keys"
+            "a causal mask needs at least as many keys as queries, "
+            f"got T={T} queries and S={S} keys"
         )
     return torch.ones(T, S, dtype=torch.bool, device=device).tril(diagonal=S - T)  # (T, S)
 
@@ -75,16 +75,16 @@ def combine_masks(*masks: Tensor | None) -> Tensor | None:
             continue
         if not isinstance(m, Tensor) or m.dtype != torch.bool:
             got = m.dtype if isinstance(m, Tensor) else type(m).__name__
-            raise TypeError(f"masks must be bool tensors (True = may attend), got {got}")
+            want = "bool tensors (True = may attend)"
+            raise TypeError(f"masks must be {want}, got {got}")
         if result is None:
             result = m
             continue
         try:
             torch.broadcast_shapes(result.shape, m.shape)
         except RuntimeError as err:
-            raise ValueError(
-                f"masks of shapes {tuple(result.shape)} and {tuple(m.shape)} do not broadcast"
-            ) from err
+            a, b = tuple(result.shape), tuple(m.shape)
+            raise ValueError(f"masks of shapes {a} and {b} do not broadcast") from err
         result = result & m
     return result
 

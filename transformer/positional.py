@@ -346,9 +346,10 @@ class LearnedPositionalEmbedding(PositionalScheme):
             if hi >= self.max_len:
                 raise ValueError(
                     f"position {hi} is beyond the learned table: this embedding has "
-                    f"max_len={self.max_len} rows (positions 0..{self.max_len - 1}). A learned "
-                    "absolute embedding cannot encode unseen positions; use a shorter input "
-                    "or a scheme that extrapolates (sinusoidal, relative, rope, t5, alibi)."
+                    f"max_len={self.max_len} rows (positions 0..{self.max_len - 1}). "
+                    "A learned absolute embedding cannot encode unseen positions; use a "
+                    "shorter input or a scheme that extrapolates (sinusoidal, relative, "
+                    "rope, t5, alibi)."
                 )
         return x + self.weight[positions.to(self.weight.device)].to(x.dtype)  # (B, T, C)
 

@@ -269,7 +269,8 @@ def t5_bucket(
     _check_positive_int(max_distance, "max_distance")
     if bidirectional:
         if num_buckets < 4:
-            raise ValueError(f"bidirectional T5 buckets need num_buckets >= 4, got {num_buckets}")
+            msg = f"bidirectional T5 buckets need num_buckets >= 4, got {num_buckets}"
+            raise ValueError(msg)
         num_buckets //= 2
         bucket = (distance > 0).long() * num_buckets  # future keys use the upper half
         n = distance.abs()
@@ -286,7 +287,8 @@ def t5_bucket(
         )
     is_small = n < max_exact
     # clamp(min=1) only avoids log(0) for the small distances that the where() discards.
-    scaled = torch.log(n.float().clamp(min=1) / max_exact) / math.log(max_distance / max_exact)
+    log_ratio = torch.log(n.float().clamp(min=1) / max_exact)
+    scaled = log_ratio / math.log(max_distance / max_exact)  # 0 at max_exact, 1 at max
     large = max_exact + (scaled * (num_buckets - max_exact)).long()
     large = large.clamp(max=num_buckets - 1)
     return bucket + torch.where(is_small, n, large)

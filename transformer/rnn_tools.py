@@ -52,7 +52,8 @@ def gradient_norm_by_distance(
         x: (B, T, I) -> (T,)
     """
     if not isinstance(layer, _RecurrentLayer):
-        raise TypeError(f"expected an RNN, LSTM or GRU layer, got {type(layer).__name__}")
+        got = type(layer).__name__
+        raise TypeError(f"expected an RNN, LSTM or GRU layer, got {got}")
     x = x.detach().clone().requires_grad_(True)
     output, _ = layer(x)  # (B, T, H)
     last = output[:, -1]  # (B, H)
