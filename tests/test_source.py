@@ -129,3 +129,20 @@ def test_a_long_trailing_comment_moves_above_the_code():
     # a '#' inside a string is not a comment
     text = "    s = f('" + "#" * 90 + "', x)"
     assert fit_column(text)[0].startswith("    s = f(")
+
+
+def test_formatter_pragmas_are_left_out(tmp_path, monkeypatch):
+    module = (
+        "def kept_wide(a, b):\n"
+        "    total = (\n"
+        "        a + b\n"
+        "    )  # fmt: skip\n"
+        "    return total  # the sum # fmt: skip\n"
+    )
+    (tmp_path / "pragma_module.py").write_text(module)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import pragma_module
+
+    shown = source(pragma_module.kept_wide)
+    assert "fmt: skip" not in shown
+    assert "    )" in shown.splitlines() and "    return total  # the sum" in shown

@@ -116,9 +116,10 @@ def source(
     """The source of a function, method or class as the book prints it.
 
     The signature comes first (every line up to the one that ends with ``:``), the
-    docstring is left out, and when ``first`` or ``last`` is given only the lines
-    from the first one containing ``first`` to the first one after it containing
-    ``last`` are kept, an ``...`` line marking what was skipped after the signature.
+    docstring and ``# fmt: skip`` pragmas are left out, and when ``first`` or
+    ``last`` is given only the lines from the first one containing ``first`` to the
+    first one after it containing ``last`` are kept, an ``...`` line marking what
+    was skipped after the signature.
 
     Args:
         obj: a function, method or class defined in a source file.
@@ -136,6 +137,9 @@ def source(
     except (TypeError, OSError) as err:
         raise TypeError(f"cannot show {name}: it has no source code ({err})") from None
     lines = textwrap.dedent(raw).splitlines()
+    # a formatter's pragma says nothing about what the code does
+    pragma = "# fmt: skip"
+    lines = [s.removesuffix(pragma).rstrip() for s in lines]
     doc = _docstring_lines(lines)
     code = [s.split("#")[0].rstrip() for s in lines]  # comments off
     n_header = next(i for i, s in enumerate(code) if s.endswith(":"))
