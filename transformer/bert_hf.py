@@ -46,7 +46,8 @@ def _num_labels(values: Mapping[str, Any]) -> int:
 
 
 def config_from_bert(hf_config: Any, **overrides: Any) -> EncoderOnlyConfig:
-    """An :class:`EncoderOnlyConfig` with the sizes of a ``BertConfig`` (or its dict).
+    """An :class:`~transformer.bert.EncoderOnlyConfig` with the sizes of a ``BertConfig``
+    (or its dict).
 
     ``n_classes`` is taken from ``num_labels`` only when ``with_classifier=True`` is
     passed as an override; other overrides replace fields (e.g. ``dropout=0.0``).

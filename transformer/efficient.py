@@ -2,7 +2,7 @@
 
 Every implementation in this chapter takes queries, keys and values already split
 into heads, a ``causal`` flag and, where the method allows, a key padding mask,
-and returns the attention output:
+and returns the attention output::
 
     fn(q, k, v, *, causal=False, key_mask=None, **options) -> output
 

@@ -8,7 +8,7 @@ exposes a model's ``classify`` to the book's :func:`~transformer.training.train`
 
 The task, :func:`docstring_task`: which package of the standard library does a
 docstring come from? The docstrings are the library's own (parsed with
-:mod:`ast` from the source files that ship with every Python), the label is
+``ast`` from the source files that ship with every Python), the label is
 where their authors put them, so no rule made the labels and none can be read
 off the text. Whole *files* go to either training or test, so a test docstring
 never has a sibling from the same file in training: a model must recognise the

@@ -12,7 +12,7 @@
   it step by step and :func:`linear_attention` in parallel chunks.
 * Performer's FAVOR+ (Choromanski et al. 2021) chooses phi so that
   phi(q) . phi(k) estimates exp(q . k / sqrt(D)) itself: positive random
-  features exp(w . x - |x|^2 / 2) with orthogonal w; more features, smaller error.
+  features ``exp(w . x - |x|^2 / 2)`` with orthogonal w; more features, smaller error.
 
 Same interface as :mod:`transformer.efficient`.
 
@@ -229,7 +229,7 @@ def orthogonal_random_features(
 
 
 def favor_features(x: Tensor, features: Tensor, *, is_query: bool) -> Tensor:
-    """Positive random features: phi(x) = exp(w . x - |x|^2 / 2) / sqrt(M).
+    """Positive random features: ``phi(x) = exp(w . x - |x|^2 / 2) / sqrt(M)``.
 
     With x scaled by D^(-1/4), E[phi(q) . phi(k)] = exp(q . k / sqrt(D)), the
     softmax kernel. A constant is subtracted inside the exponent for stability:

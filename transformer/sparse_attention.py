@@ -101,7 +101,7 @@ def sliding_window_attention(
     causal: bool = False,
     key_mask: Tensor | None = None,
 ) -> Tensor:
-    """Local attention: query t attends to the keys s with |t - s| < ``window``.
+    """Local attention: query t attends to the keys s with ``|t - s| < window``.
 
     Causal: to t - window < s <= t (the last ``window`` positions, itself included).
     With ``window`` at least T it is full attention. Beltagy et al. (2020).

@@ -40,7 +40,8 @@ def _num_labels(values: Mapping[str, Any]) -> int:
 
 
 def config_from_vit(hf_config: Any, **overrides: Any) -> VisionTransformerConfig:
-    """A :class:`VisionTransformerConfig` with the sizes of a ``ViTConfig`` or its dict.
+    """A :class:`~transformer.vit.VisionTransformerConfig` with the sizes of a ``ViTConfig``
+    (or its dict).
 
     ``n_classes`` is ``num_labels``; overrides replace fields (e.g. ``dropout=0.0``).
     """
