@@ -140,3 +140,51 @@ def test_stored_scaling_is_consistent():
     assert params == sorted(params)
     assert table["fit"]["b"] > 0  # more compute, lower loss
     assert len(table["seeds"]) >= 2 and 0 <= table["fit"]["r2_log"] <= 1
+
+
+LONG_KINDS = ("transformer", "transformer_c96", "lstm")
+
+
+def check_long_layout(table: dict) -> None:
+    for key in ("seeds", "data", "budget_cpu_seconds", "training", "ngram", "models",
+                "verdict", "notes", "machine"):  # fmt: skip
+        assert key in table, key
+    assert sorted(table["models"]) == sorted(LONG_KINDS)
+    budget = table["budget_cpu_seconds"]
+    for kind, model in table["models"].items():
+        assert sorted(model["per_seed"]) == sorted(map(str, table["seeds"]))
+        assert model["summary"]["bpc"] == seed_spread(
+            [r["bpc"] for r in model["per_seed"].values()]
+        )
+        for run in model["per_seed"].values():
+            assert run["kind"] == kind and 0 < run["bpc"] < 8
+            # every network gets the same CPU budget, stopping at the first step past it
+            assert budget <= run["cpu_seconds"] < budget + 2.0
+            assert run["tokens"] == run["steps"] * table["training"]["tokens_per_batch"]
+            assert run["lr"] == table["training"]["peak_lr"][kind]
+            assert 2 <= len(run["curve"]) <= 12
+            assert all(s.startswith(table["prompt"]) for s in run["samples"].values())
+    verdict = table["verdict"]
+    assert verdict["bpc"]["ngram"] == table["ngram"]["bpc"]
+    for kind in LONG_KINDS:
+        assert verdict["bpc"][kind] == table["models"][kind]["summary"]["bpc"]["mean"]
+    assert verdict["winner"] == min(verdict["bpc"], key=verdict["bpc"].get)
+    best_other = min(table["models"]["lstm"]["summary"]["bpc"]["min"], table["ngram"]["bpc"])
+    for kind, wins in verdict["beats_both_every_seed"].items():
+        assert wins == (table["models"][kind]["summary"]["bpc"]["max"] < best_other)
+
+
+def test_long_budget_quick_run_writes_the_table(tmp_path):
+    table = run_quick("ch10_long", tmp_path / "l.json")
+    assert table["quick"] is True
+    check_long_layout(table)
+
+
+def test_stored_long_budget_is_consistent(baselines):
+    table = experiment_results("ch10_long", start=ROOT)
+    assert table["quick"] is False
+    check_long_layout(table)
+    assert table["budget_cpu_seconds"] >= 10 * baselines["budget_cpu_seconds"]
+    # the same validation text as the short runs: the refitted counts score it the same
+    assert table["data"]["n_valid_chars"] == baselines["data"]["n_valid_chars"]
+    assert math.isclose(table["ngram"]["bpc"], baselines["ngram"]["7"]["bpc"], rel_tol=1e-9)
