@@ -154,40 +154,66 @@ def continue_text(model: nn.Module, prompt: Tensor, n: int, temperature: float, 
     return torch.cat(out)
 
 
-def train_for(
-    kind: str, seed: int, lr: float, budget: float, data: dict, sizes: dict, curve: bool
-) -> tuple[nn.Module, dict]:
-    """Train one network for ``budget`` CPU seconds; return it and its record."""
-    seed_everything(seed)
-    model = build(kind, len(data["chars"]), sizes)
+def adamw(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW with weight decay on the matrices only (not on biases, norms' gains)."""
     decay = [p for p in model.parameters() if p.dim() >= 2]
     rest = [p for p in model.parameters() if p.dim() < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": WEIGHT_DECAY}, {"params": rest, "weight_decay": 0.0}],
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}],
         lr=lr,
     )
-    g = torch.Generator().manual_seed(seed)
-    batches = lm_batches(data["train"], sizes["block"], sizes["batch"], generator=g)
+
+
+def train_budget(
+    model: nn.Module, forward, optimizer, batches, lr: float, budget: float, warmup: int,
+    score=None, report=None,
+) -> tuple[float, int, list]:  # fmt: skip
+    """Train for ``budget`` CPU seconds of this process (evaluation not counted).
+
+    The loop of both chapter 10 scripts: linear warm-up over ``warmup`` steps, then a
+    cosine from the peak ``lr`` to a tenth of it over the budget, clipping at
+    ``CLIP``. ``forward`` maps a batch of ids to logits (the model, or a faster
+    path to the same parameters). With ``score``, the model is scored at
+    ``N_CURVE`` points of the budget; ``report(used, bpc)`` hears of each.
+    Returns the CPU seconds used, the steps and the curve
+    ``[CPU seconds, tokens seen, score]``.
+    """
     points, used, steps, next_point = [], 0.0, 0, budget / N_CURVE
     model.train()
     while used < budget:
         t0 = time.process_time()
         frac = min(1.0, used / budget)
-        scale = min(1.0, (steps + 1) / WARMUP) * (0.1 + 0.45 * (1 + math.cos(math.pi * frac)))
+        scale = min(1.0, (steps + 1) / warmup) * (0.1 + 0.45 * (1 + math.cos(math.pi * frac)))
         for group in optimizer.param_groups:
             group["lr"] = lr * scale
         x, y = next(batches)
-        loss = lm_loss(model(x), y)
+        loss = lm_loss(forward(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), CLIP)
         optimizer.step()
         used += time.process_time() - t0
         steps += 1
-        if curve and (used >= next_point or used >= budget):
-            bpc = evaluate_bpc(model, data["curve"], sizes["block"])
-            points.append([round(used, 2), steps * x.numel(), bpc])
+        if score is not None and (used >= next_point or used >= budget):
+            value = score(model)
+            points.append([round(used, 2), steps * x.numel(), value])
             next_point += budget / N_CURVE
+            if report is not None:
+                report(used, value)
+    return used, steps, points
+
+
+def train_for(
+    kind: str, seed: int, lr: float, budget: float, data: dict, sizes: dict, curve: bool
+) -> tuple[nn.Module, dict]:
+    """Train one network for ``budget`` CPU seconds; return it and its record."""
+    seed_everything(seed)
+    model = build(kind, len(data["chars"]), sizes)
+    optimizer = adamw(model, lr, WEIGHT_DECAY)
+    g = torch.Generator().manual_seed(seed)
+    batches = lm_batches(data["train"], sizes["block"], sizes["batch"], generator=g)
+    score = (lambda m: evaluate_bpc(m, data["curve"], sizes["block"])) if curve else None
+    used, steps, points = train_budget(model, model, optimizer, batches, lr, budget, WARMUP, score)
     n_params = sum(p.numel() for p in model.parameters())
     record = {
         "cpu_seconds": used, "steps": steps, "tokens": steps * sizes["batch"] * sizes["block"],

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -50,11 +49,19 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ch10_baselines import CharLSTM, continue_text, evaluate_bpc, load_data  # noqa: E402
+from ch10_baselines import (  # noqa: E402
+    CLIP,
+    CharLSTM,
+    adamw,
+    continue_text,
+    evaluate_bpc,
+    load_data,
+    train_budget,
+)
 
 from transformer.fast_lm import FastLM  # noqa: E402
 from transformer.gpt import DecoderOnlyConfig, DecoderOnlyTransformer  # noqa: E402
-from transformer.lm import lm_batches, lm_loss  # noqa: E402
+from transformer.lm import lm_batches  # noqa: E402
 from transformer.ngram import KneserNeyLM  # noqa: E402
 from transformer.utils import (  # noqa: E402
     book_seed,
@@ -84,7 +91,6 @@ QUICK = dict(
                          lr=3e-3, weight_decay=0.1, warmup=5),
     lstm=dict(embed=16, hidden=32, lr=3e-2, weight_decay=0.01, warmup=5),
 )  # fmt: skip
-CLIP, N_CURVE = 1.0, 10
 SAMPLES = (("greedy", 0.0, 0), ("temperature_0.8_seed_0", 0.8, 0))
 
 
@@ -110,39 +116,19 @@ def run(job: tuple[str, int, float, float, bool]) -> dict:
     seed_everything(seed)
     model = build(kind, len(data["chars"]), sizes)
     forward = model if kind == "lstm" else FastLM(model)
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    rest = [p for p in model.parameters() if p.dim() < 2]
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": spec["weight_decay"]},
-            {"params": rest, "weight_decay": 0.0},
-        ],
-        lr=lr,
-    )
+    optimizer = adamw(model, lr, spec["weight_decay"])
     g = torch.Generator().manual_seed(seed)
     batches = lm_batches(data["train"], sizes["block"], sizes["batch"], generator=g)
-    curve, used, steps, next_point = [], 0.0, 0, budget / N_CURVE
-    model.train()
-    while used < budget:
-        t0 = time.process_time()
-        frac = min(1.0, used / budget)
-        warm = min(1.0, (steps + 1) / spec["warmup"])
-        scale = warm * (0.1 + 0.45 * (1 + math.cos(math.pi * frac)))
-        for group in optimizer.param_groups:
-            group["lr"] = lr * scale
-        x, y = next(batches)
-        loss = lm_loss(forward(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), CLIP)
-        optimizer.step()
-        used += time.process_time() - t0
-        steps += 1
-        if used >= next_point or used >= budget:
-            bpc = evaluate_bpc(model, data["curve"], sizes["block"])
-            curve.append([round(used, 2), steps * x.numel(), bpc])
-            next_point += budget / N_CURVE
-            print(f"{kind} seed {seed}: {used:.0f} CPU s, {bpc:.3f} bpc", flush=True)
+
+    def score(m: nn.Module) -> float:
+        return evaluate_bpc(m, data["curve"], sizes["block"])
+
+    def report(used: float, bpc: float) -> None:
+        print(f"{kind} seed {seed}: {used:.0f} CPU s, {bpc:.3f} bpc", flush=True)
+
+    used, steps, curve = train_budget(
+        model, forward, optimizer, batches, lr, budget, spec["warmup"], score, report
+    )
     prompt = torch.tensor([[data["index"][c] for c in PROMPT]])
     samples = {
         name: PROMPT
