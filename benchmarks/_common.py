@@ -31,7 +31,8 @@ def interleaved(fns: dict[str, Callable[[], object]], repeats: int, inner: int =
 def write_table(
     out: Path, title: str, rows: list[tuple[str, str, str]], quick: bool, seconds: float
 ) -> None:
-    """Write ``rows`` (measurement, value, notes) under ``title`` and the run's setup."""
+    """Write ``rows`` (measurement, value, notes) under ``title`` and the run's
+    setup."""
     threads = torch.get_num_threads()
     lines = [
         f"# {title}",

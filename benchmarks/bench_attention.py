@@ -6,7 +6,8 @@ training mode, no dropout. All variants run in one process and are interleaved
 machine's speed affects them alike; we report medians of the repeats.
 
 Variants:
-* ours, fused:      MultiHeadAttention(fused=True), F.scaled_dot_product_attention inside
+* ours, fused:      MultiHeadAttention(fused=True), F.scaled_dot_product_attention
+  inside
 * ours, explicit:   MultiHeadAttention(fused=False), softmax(QK^T/sqrt(D))V in plain ops
 * torch, default:   nn.MultiheadAttention called as mha(x, x, x) (need_weights=True)
 * torch, no weights: nn.MultiheadAttention called with need_weights=False
@@ -75,7 +76,8 @@ def _attention_only(T: int) -> Callable[[], float]:
 
 
 def matmul_gflops(n: int = 1024, repeats: int = 10) -> float:
-    """This CPU's fp32 matrix-product speed (n x n by n x n) with the current threads."""
+    """This CPU's fp32 matrix-product speed (n x n by n x n) with the current
+    threads."""
     a, b = torch.randn(n, n), torch.randn(n, n)
     a @ b
     times = []
@@ -108,13 +110,19 @@ def bench_length(T: int, repeats: int, warmup: int = 3) -> dict[str, float]:
             variants[name]()
     times: dict[str, list[float]] = {n: [] for n in names}
     for r in range(repeats):
-        order = names[r % len(names) :] + names[: r % len(names)]  # rotate to cancel drift
+        # rotate to cancel drift
+        order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
             times[name].append(variants[name]())
     return {n: statistics.median(t) for n, t in times.items()}
 
 
-MODULES = ("ours, fused", "ours, explicit", "torch, default", "torch, need_weights=False")
+MODULES = (
+    "ours, fused",
+    "ours, explicit",
+    "torch, default",
+    "torch, need_weights=False",
+)
 
 
 def main() -> None:
@@ -129,16 +137,19 @@ def main() -> None:
         base = med["torch, default"]
         print(
             f"T={T:4d}: "
-            + ", ".join(f"{n} {1e3 * t:.2f} ms ({t / base:.2f}x)" for n, t in med.items())
+            + ", ".join(
+                f"{n} {1e3 * t:.2f} ms ({t / base:.2f}x)" for n, t in med.items()
+            )
         )
     lines = [
         "# MultiHeadAttention vs torch.nn.MultiheadAttention (CPU)",
         "",
-        f"Forward + backward of self-attention, B={B}, d_model={C}, {H} heads, training mode,",
+        f"Forward + backward of self-attention, B={B}, d_model={C}, {H} heads, "
+        "training mode,",
         "no dropout; medians of interleaved repeats in one process.",
         f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
-        f"load average {load_before:.1f} before and {os.getloadavg()[0]:.1f} after the run.",
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; load "
+        f"average {load_before:.1f} before and {os.getloadavg()[0]:.1f} after the run.",
         "Ratios are time / time of `nn.MultiheadAttention` called with its defaults "
         "(`need_weights=True`).",
         "",
@@ -149,26 +160,36 @@ def main() -> None:
         base = med["torch, default"]
         cells = [f"{1e3 * med[n]:.2f} ms ({med[n] / base:.2f}x)" for n in MODULES]
         ratio_nw = med["ours, fused"] / med["torch, need_weights=False"]
-        lines.append(f"| {T} | {repeats} | " + " | ".join(cells) + f" | {ratio_nw:.2f}x |")
+        lines.append(
+            f"| {T} | {repeats} | " + " | ".join(cells) + f" | {ratio_nw:.2f}x |"
+        )
     met = [T for T, _, med in rows if med["ours, fused"] <= 0.7 * med["torch, default"]]
     lines += [
         "",
-        "Goal: ours (fused) at most 0.7x the time of `nn.MultiheadAttention` with its defaults. "
-        f"Met at T = {met if met else 'none'} of {list(LENGTHS)} in this run.",
+        "Goal: ours (fused) at most 0.7x the time of `nn.MultiheadAttention` with "
+        f"its defaults. Met at T = {met if met else 'none'} of {list(LENGTHS)} in "
+        "this run.",
         "",
-        "Where nn.MultiheadAttention loses time by default: with `need_weights=True` it",
-        "cannot use the fused kernel, so it materialises the (B, H, T, T) weights, averages",
-        "them over heads and returns them. Called with `need_weights=False` it takes the",
+        "Where nn.MultiheadAttention loses time by default: with `need_weights=True` "
+        "it",
+        "cannot use the fused kernel, so it materialises the (B, H, T, T) weights, "
+        "averages",
+        "them over heads and returns them. Called with `need_weights=False` it takes "
+        "the",
         "same fused kernel as ours; the last column shows the difference that remains.",
         "",
         "## What the goal leaves for attention",
         "",
         "Every multi-head attention layer pays for its four projections, forward and",
-        "backward (24 B T C^2 floating-point operations), before it attends at all. The",
+        "backward (24 B T C^2 floating-point operations), before it attends at all. "
+        "The",
         "column *projections only* times the module's four projections with attention",
-        "replaced by a sum: strictly less work than any attention layer does, so no module",
-        "can be faster. What the goal leaves for attention is the goal minus that time;",
-        "*fused attention only* is bare `F.scaled_dot_product_attention` forward + backward",
+        "replaced by a sum: strictly less work than any attention layer does, so no "
+        "module",
+        "can be faster. What the goal leaves for attention is the goal minus that "
+        "time;",
+        "*fused attention only* is bare `F.scaled_dot_product_attention` forward + "
+        "backward",
         "on the same shapes, PyTorch's fastest attention kernel on this CPU.",
         f"This thread's fp32 matrix-product speed (1024^3): {peak:.0f} GFLOP/s.",
         "",
@@ -186,19 +207,22 @@ def main() -> None:
         elif left <= 0:
             verdict = "below the projections alone: out of reach"
         elif attn > left:
-            verdict = f"needs attention {attn / left:.1f}x faster than PyTorch's fused kernel"
+            verdict = (
+                f"needs attention {attn / left:.1f}x faster than PyTorch's fused kernel"
+            )
         else:
             verdict = "reachable in principle"
         lines.append(
-            f"| {T} | {1e3 * goal:.2f} ms | {1e3 * proj:.2f} ms ({rate:.0f}, {rate / peak:.0%}) "
-            f"| {1e3 * left:.2f} ms | {1e3 * attn:.2f} ms | {1e3 * med['ours, fused']:.2f} ms "
-            f"| {verdict} |"
+            f"| {T} | {1e3 * goal:.2f} ms | {1e3 * proj:.2f} ms ({rate:.0f}, "
+            f"{rate / peak:.0%}) | {1e3 * left:.2f} ms | {1e3 * attn:.2f} ms | "
+            f"{1e3 * med['ours, fused']:.2f} ms | {verdict} |"
         )
     lines += [
         "",
         "The projections, identical work in both modules, run at most of the",
         "matrix-product peak, and at short lengths they are most of the step: skipping",
-        "the averaged weights, which is all that separates the two modules, cannot save",
+        "the averaged weights, which is all that separates the two modules, cannot "
+        "save",
         "30% there.",
         "",
     ]

@@ -48,10 +48,17 @@ PROMPT_LEN, NEW = 16, 128
 
 def hf_config(dropout: float = 0.1) -> transformers.GPT2Config:
     return transformers.GPT2Config(
-        vocab_size=VOCAB, n_positions=256, n_embd=128, n_layer=4, n_head=4,
-        resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout,
-        bos_token_id=VOCAB - 1, eos_token_id=VOCAB - 1,
-    )  # fmt: skip
+        vocab_size=VOCAB,
+        n_positions=256,
+        n_embd=128,
+        n_layer=4,
+        n_head=4,
+        resid_pdrop=dropout,
+        embd_pdrop=dropout,
+        attn_pdrop=dropout,
+        bos_token_id=VOCAB - 1,
+        eos_token_id=VOCAB - 1,
+    )
 
 
 def bench_training(repeats: int) -> list[tuple[str, str, str]]:
@@ -79,19 +86,31 @@ def bench_training(repeats: int) -> list[tuple[str, str, str]]:
     tps = {k: B * T / v for k, v in med.items()}
     attn = hf.config._attn_implementation
     return [
-        ("training tokens/s, ours", f"{tps['ours']:,.0f}",
-         "transformer.fast_lm.FastLM: one (3C, C) QKV product, no mask (causal in the "
-         "kernel), attention dropout by CausalDropoutAttention (15-bit masks, 64-query "
-         "blocks), dropout scales folded into weights"),
-        ("training tokens/s, ours, plain model", f"{tps['ours, plain']:,.0f}",
-         "the model the book teaches (nn.Dropout, SDPA is_causal with dropout_p): "
-         f"**{tps['ours, plain'] / tps['hf']:.2f}x** HF"),
-        ("training tokens/s, GPT2LMHeadModel", f"{tps['hf']:,.0f}",
-         f"transformers {transformers.__version__}, attn_implementation={attn!r}, "
-         "train mode, dropout 0.1"),
-        ("**training speed-up ours / HF**", f"**{tps['ours'] / tps['hf']:.2f}x**",
-         f"batch {B} x {T}, AdamW; goal >= 1.3x"),
-    ]  # fmt: skip
+        (
+            "training tokens/s, ours",
+            f"{tps['ours']:,.0f}",
+            "transformer.fast_lm.FastLM: one (3C, C) QKV product, no mask (causal in "
+            "the kernel), attention dropout by CausalDropoutAttention (15-bit masks, "
+            "64-query blocks), dropout scales folded into weights",
+        ),
+        (
+            "training tokens/s, ours, plain model",
+            f"{tps['ours, plain']:,.0f}",
+            "the model the book teaches (nn.Dropout, SDPA is_causal with dropout_p): "
+            f"**{tps['ours, plain'] / tps['hf']:.2f}x** HF",
+        ),
+        (
+            "training tokens/s, GPT2LMHeadModel",
+            f"{tps['hf']:,.0f}",
+            f"transformers {transformers.__version__}, attn_implementation={attn!r}, "
+            "train mode, dropout 0.1",
+        ),
+        (
+            "**training speed-up ours / HF**",
+            f"**{tps['ours'] / tps['hf']:.2f}x**",
+            f"batch {B} x {T}, AdamW; goal >= 1.3x",
+        ),
+    ]
 
 
 def bench_generation(repeats: int) -> list[tuple[str, str, str]]:
@@ -113,11 +132,17 @@ def bench_generation(repeats: int) -> list[tuple[str, str, str]]:
         def run_plain(prompt: torch.Tensor = prompt) -> torch.Tensor:
             return generate(ours, prompt, NEW, temperature=0.0)
 
-        def run_hf(prompt: torch.Tensor = prompt, mask: torch.Tensor = mask) -> torch.Tensor:
+        def run_hf(
+            prompt: torch.Tensor = prompt, mask: torch.Tensor = mask
+        ) -> torch.Tensor:
             return hf.generate(
-                prompt, attention_mask=mask, do_sample=False, max_new_tokens=NEW,
-                min_new_tokens=NEW, pad_token_id=VOCAB - 1,
-            )  # fmt: skip
+                prompt,
+                attention_mask=mask,
+                do_sample=False,
+                max_new_tokens=NEW,
+                min_new_tokens=NEW,
+                pad_token_id=VOCAB - 1,
+            )
 
         want = run_hf()
         same = torch.equal(run_ours(), want) and torch.equal(run_plain(), want)
@@ -127,25 +152,32 @@ def bench_generation(repeats: int) -> list[tuple[str, str, str]]:
             (
                 f"**greedy generation speed-up, batch {batch}**",
                 f"**{med['hf'] / med['ours']:.2f}x**",
-                f"{NEW} tokens after {PROMPT_LEN}: ours (FastLM) {med['ours'] * 1e3:.0f} ms "
-                f"({batch * NEW / med['ours']:,.0f} tokens/s), HF {med['hf'] * 1e3:.0f} ms "
-                f"({batch * NEW / med['hf']:,.0f} tokens/s); "
-                f"same tokens: {'yes' if same else 'NO'}; {goal}",
+                f"{NEW} tokens after {PROMPT_LEN}: ours (FastLM) "
+                f"{med['ours'] * 1e3:.0f} ms ({batch * NEW / med['ours']:,.0f} "
+                f"tokens/s), HF {med['hf'] * 1e3:.0f} ms "
+                f"({batch * NEW / med['hf']:,.0f} tokens/s); same tokens: "
+                f"{'yes' if same else 'NO'}; {goal}",
             )
         )
-        rows.append((
-            f"greedy generation, plain model, batch {batch}",
-            f"{med['hf'] / med['plain']:.2f}x",
-            f"the model's own start/step: {med['plain'] * 1e3:.0f} ms",
-        ))  # fmt: skip
+        rows.append(
+            (
+                f"greedy generation, plain model, batch {batch}",
+                f"{med['hf'] / med['plain']:.2f}x",
+                f"the model's own start/step: {med['plain'] * 1e3:.0f} ms",
+            )
+        )
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="where to write the table")
+    parser.add_argument(
+        "--threads", type=int, default=2, help="torch threads (default 2)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=RESULTS, help="where to write the table"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     transformers.logging.set_verbosity_error()

@@ -11,8 +11,8 @@ of repeats, so that load from other programs affects them alike.
    ``load_llama_state_dict``); the tokens must be equal. Both come from one small
    ``transformers.LlamaConfig`` (hidden 128, 4 query heads sharing 2 key/value
    heads, 4 layers, intermediate 344, vocabulary 512, 256 positions), fp32, eval
-   mode. Ours runs on the fast path (``transformer.fast_modern.FastModernLM``) and as the
-   plain model the book teaches. Goal: >= 2x at batch 1.
+   mode. Ours runs on the fast path (``transformer.fast_modern.FastModernLM``) and as
+   the plain model the book teaches. Goal: >= 2x at batch 1.
 2. RMSNorm against LayerNorm, forward and backward of a (16 x 128, C) batch:
    :class:`transformer.modern.RMSNorm` (the book's, written out) and
    ``torch.nn.RMSNorm`` against ``torch.nn.LayerNorm``, for C = 128 and 1024.
@@ -48,10 +48,17 @@ PROMPT_LEN, NEW = 16, 128
 
 def hf_config() -> transformers.LlamaConfig:
     return transformers.LlamaConfig(
-        vocab_size=VOCAB, hidden_size=128, intermediate_size=344, num_hidden_layers=4,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-        bos_token_id=VOCAB - 1, eos_token_id=VOCAB - 1, pad_token_id=VOCAB - 1,
-    )  # fmt: skip
+        vocab_size=VOCAB,
+        hidden_size=128,
+        intermediate_size=344,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        bos_token_id=VOCAB - 1,
+        eos_token_id=VOCAB - 1,
+        pad_token_id=VOCAB - 1,
+    )
 
 
 def bench_generation(repeats: int) -> list[tuple[str, str, str]]:
@@ -72,11 +79,17 @@ def bench_generation(repeats: int) -> list[tuple[str, str, str]]:
         def run_plain(prompt: torch.Tensor = prompt) -> torch.Tensor:
             return generate(ours, prompt, NEW, temperature=0.0)
 
-        def run_hf(prompt: torch.Tensor = prompt, mask: torch.Tensor = mask) -> torch.Tensor:
+        def run_hf(
+            prompt: torch.Tensor = prompt, mask: torch.Tensor = mask
+        ) -> torch.Tensor:
             return hf.generate(
-                prompt, attention_mask=mask, do_sample=False, max_new_tokens=NEW,
-                min_new_tokens=NEW, pad_token_id=VOCAB - 1,
-            )  # fmt: skip
+                prompt,
+                attention_mask=mask,
+                do_sample=False,
+                max_new_tokens=NEW,
+                min_new_tokens=NEW,
+                pad_token_id=VOCAB - 1,
+            )
 
         want = run_hf()
         same = torch.equal(run_ours(), want) and torch.equal(run_plain(), want)
@@ -86,17 +99,20 @@ def bench_generation(repeats: int) -> list[tuple[str, str, str]]:
             (
                 f"**greedy generation speed-up, batch {batch}**",
                 f"**{med['hf'] / med['ours']:.2f}x**",
-                f"{NEW} tokens after {PROMPT_LEN}: ours (FastModernLM) {med['ours'] * 1e3:.0f} ms "
-                f"({batch * NEW / med['ours']:,.0f} tokens/s), HF {med['hf'] * 1e3:.0f} ms "
-                f"({batch * NEW / med['hf']:,.0f} tokens/s); "
-                f"same tokens: {'yes' if same else 'NO'}; {goal}",
+                f"{NEW} tokens after {PROMPT_LEN}: ours (FastModernLM) "
+                f"{med['ours'] * 1e3:.0f} ms ({batch * NEW / med['ours']:,.0f} "
+                f"tokens/s), HF {med['hf'] * 1e3:.0f} ms "
+                f"({batch * NEW / med['hf']:,.0f} tokens/s); same tokens: "
+                f"{'yes' if same else 'NO'}; {goal}",
             )
         )
-        rows.append((
-            f"greedy generation, plain model, batch {batch}",
-            f"{med['hf'] / med['plain']:.2f}x",
-            f"the model's own start/step: {med['plain'] * 1e3:.0f} ms",
-        ))  # fmt: skip
+        rows.append(
+            (
+                f"greedy generation, plain model, batch {batch}",
+                f"{med['hf'] / med['plain']:.2f}x",
+                f"the model's own start/step: {med['plain'] * 1e3:.0f} ms",
+            )
+        )
     return rows
 
 
@@ -106,34 +122,48 @@ def bench_norms(repeats: int) -> list[tuple[str, str, str]]:
         seed_everything(C)
         x = torch.randn(16 * 128, C, requires_grad=True)
         grad = torch.randn(16 * 128, C)
-        norms = {"ours": RMSNorm(C), "torch_rms": nn.RMSNorm(C, eps=1e-6), "layer": nn.LayerNorm(C)}
+        norms = {
+            "ours": RMSNorm(C),
+            "torch_rms": nn.RMSNorm(C, eps=1e-6),
+            "layer": nn.LayerNorm(C),
+        }
 
-        def fwd_bwd(norm: nn.Module, x: torch.Tensor = x, grad: torch.Tensor = grad) -> None:
+        def fwd_bwd(
+            norm: nn.Module, x: torch.Tensor = x, grad: torch.Tensor = grad
+        ) -> None:
             x.grad = None
             norm.zero_grad(set_to_none=True)
             norm(x).backward(grad)
 
         fns = {k: (lambda n=n: fwd_bwd(n)) for k, n in norms.items()}
         med = interleaved(fns, repeats, inner=20)
-        rows.append((
-            f"RMSNorm (ours) / LayerNorm time, C = {C}",
-            f"{med['ours'] / med['layer']:.2f}",
-            f"forward + backward of 2,048 x {C}: ours {med['ours'] * 1e6:.0f} us, "
-            f"LayerNorm {med['layer'] * 1e6:.0f} us (below 1: RMSNorm is faster)",
-        ))  # fmt: skip
-        rows.append((
-            f"torch.nn.RMSNorm / LayerNorm time, C = {C}",
-            f"{med['torch_rms'] / med['layer']:.2f}",
-            f"torch.nn.RMSNorm {med['torch_rms'] * 1e6:.0f} us",
-        ))  # fmt: skip
+        rows.append(
+            (
+                f"RMSNorm (ours) / LayerNorm time, C = {C}",
+                f"{med['ours'] / med['layer']:.2f}",
+                f"forward + backward of 2,048 x {C}: ours {med['ours'] * 1e6:.0f} us, "
+                f"LayerNorm {med['layer'] * 1e6:.0f} us (below 1: RMSNorm is faster)",
+            )
+        )
+        rows.append(
+            (
+                f"torch.nn.RMSNorm / LayerNorm time, C = {C}",
+                f"{med['torch_rms'] / med['layer']:.2f}",
+                f"torch.nn.RMSNorm {med['torch_rms'] * 1e6:.0f} us",
+            )
+        )
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="where to write the table")
+    parser.add_argument(
+        "--threads", type=int, default=2, help="torch threads (default 2)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=RESULTS, help="where to write the table"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     transformers.logging.set_verbosity_error()

@@ -14,9 +14,11 @@ so that load from other programs affects both sides alike.
    alongside, to show what each part buys. The random model picks the most likely
    non-special token, as a trained one would, so no padding is fed.
 3. Wall time until 99% exact match on reversing 10-20 digits: our recipe against
-   ``torch.nn.Transformer`` trained with plain Adam (capped; ``--quick`` for a short cap).
+   ``torch.nn.Transformer`` trained with plain Adam (capped; ``--quick`` for a short
+   cap).
 
-Usage: ``python benchmarks/bench_transformer.py [--quick] [--cap SECONDS] [--threads N]``
+Usage: ``python benchmarks/bench_transformer.py [--quick] [--cap SECONDS] [--threads
+    N]``
 """
 
 from __future__ import annotations
@@ -48,7 +50,8 @@ RESULTS = Path(__file__).resolve().parent / "results" / "transformer.md"
 
 # ----------------------------------------------------------------------------- models
 class TorchSeq2Seq(nn.Module):
-    """torch.nn.Transformer with the same embeddings, positions and output layer as ours."""
+    """torch.nn.Transformer with the same embeddings, positions and output layer as
+    ours."""
 
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
@@ -88,11 +91,17 @@ class TorchSeq2Seq(nn.Module):
         return self.output(h)
 
     # Decoding protocol without a cache: re-run the decoder on the whole prefix.
-    def start(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def start(
+        self, src: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         memory = self.core.encoder(
             self._embed(self.src_emb, src), src_key_padding_mask=src == self.pad_id
         )
-        return memory, src, torch.empty(src.shape[0], 0, dtype=torch.long, device=src.device)
+        return (
+            memory,
+            src,
+            torch.empty(src.shape[0], 0, dtype=torch.long, device=src.device),
+        )
 
     def step(self, prev: torch.Tensor, state: tuple) -> tuple[torch.Tensor, tuple]:
         memory, src, tokens = state
@@ -139,13 +148,22 @@ def random_batch(config: TransformerConfig, B: int, L: int, seed: int = 0):
 def bench_training(repeats: int) -> list[tuple[str, str, str]]:
     seed_everything(0)
     config = TransformerConfig(
-        src_vocab_size=64, tgt_vocab_size=64, d_model=128, n_heads=4, d_ff=512, dropout=0.1
+        src_vocab_size=64,
+        tgt_vocab_size=64,
+        d_model=128,
+        n_heads=4,
+        d_ff=512,
+        dropout=0.1,
     )
     B, L = 64, 24
     src, tgt_in, tgt_out = random_batch(config, B, L)
     fast = Transformer(config)
     use_fast_dropout(fast)  # transformer.fast: same semantics, cheaper random mask
-    models = {"ours": fast, "ours, nn.Dropout": Transformer(config), "torch": TorchSeq2Seq(config)}
+    models = {
+        "ours": fast,
+        "ours, nn.Dropout": Transformer(config),
+        "torch": TorchSeq2Seq(config),
+    }
     opts = {k: torch.optim.Adam(m.parameters(), lr=1e-4) for k, m in models.items()}
 
     def step(name: str) -> None:
@@ -185,11 +203,27 @@ def bench_training(repeats: int) -> list[tuple[str, str, str]]:
             f"{tps['ours, nn.Dropout']:,.0f}",
             f"the default model: {tps['ours, nn.Dropout'] / tps['torch']:.2f}x torch",
         ),
-        ("training tokens/s, torch.nn.Transformer", f"{tps['torch']:,.0f}", "same size, p=0.1"),
-        ("**speed-up ours / torch**", f"**{tps['ours'] / tps['torch']:.2f}x**", "goal >= 1.2x"),
+        (
+            "training tokens/s, torch.nn.Transformer",
+            f"{tps['torch']:,.0f}",
+            "same size, p=0.1",
+        ),
+        (
+            "**speed-up ours / torch**",
+            f"**{tps['ours'] / tps['torch']:.2f}x**",
+            "goal >= 1.2x",
+        ),
         ("fp32 matmul peak (1024^3)", f"{peak:.0f} GFLOP/s", "measured in this run"),
-        ("our training step", f"{achieved:.0f} GFLOP/s", f"{flops / 1e9:.2f} GFLOP per step"),
-        ("**fraction of peak**", f"**{achieved / peak:.0%}**", "FlopCounterMode count / time"),
+        (
+            "our training step",
+            f"{achieved:.0f} GFLOP/s",
+            f"{flops / 1e9:.2f} GFLOP per step",
+        ),
+        (
+            "**fraction of peak**",
+            f"**{achieved / peak:.0%}**",
+            "FlopCounterMode count / time",
+        ),
     ]
 
 
@@ -198,7 +232,12 @@ def bench_kv_cache(repeats: int) -> list[tuple[str, str, str]]:
     general layers, and recomputing the prefix; interleaved, medians of ``repeats``."""
     seed_everything(0)
     config = TransformerConfig(
-        src_vocab_size=64, tgt_vocab_size=64, d_model=128, n_heads=4, d_ff=512, dropout=0.1
+        src_vocab_size=64,
+        tgt_vocab_size=64,
+        d_model=128,
+        n_heads=4,
+        d_ff=512,
+        dropout=0.1,
     )
     model = Transformer(config).eval()
     fast = FastDecoding(model)  # the one-position inference path of transformer.fast
@@ -215,7 +254,9 @@ def bench_kv_cache(repeats: int) -> list[tuple[str, str, str]]:
     ):
         src, _, _ = random_batch(config, B, 24, seed=B)
 
-        def run(kind: str, src: torch.Tensor = src, context: Callable = context) -> torch.Tensor:
+        def run(
+            kind: str, src: torch.Tensor = src, context: Callable = context
+        ) -> torch.Tensor:
             with context():
                 decoder = fast if kind == "step" else model
                 if kind == "step":
@@ -244,8 +285,8 @@ def bench_kv_cache(repeats: int) -> list[tuple[str, str, str]]:
                 f"**KV cache speed-up, batch {B}** ({label})",
                 f"**{med['recompute'] / med['step']:.1f}x**",
                 f"{n_new} tokens: {med['step'] * 1e3:.0f} ms cached vs "
-                f"{med['recompute'] * 1e3:.0f} ms recomputed. Cache through the general "
-                f"layers (the teaching path): {med['general'] * 1e3:.0f} ms "
+                f"{med['recompute'] * 1e3:.0f} ms recomputed. Cache through the "
+                f"general layers (the teaching path): {med['general'] * 1e3:.0f} ms "
                 f"({med['recompute'] / med['general']:.1f}x).{goal}",
             )
         )
@@ -261,7 +302,8 @@ def _time_to_target(
     target: float = 0.99,
     eval_every: int = 100,
 ) -> tuple[float | None, int, float]:
-    """Train until exact match on the validation set reaches ``target`` or ``cap`` seconds."""
+    """Train until exact match on the validation set reaches ``target`` or ``cap``
+    seconds."""
     loader = task.loader("train", batch_size=64, shuffle=True)
     val = task.loader("val", batch_size=500)
     pad = model.pad_id
@@ -270,7 +312,9 @@ def _time_to_target(
         for batch in loader:
             model.train()
             t = time.perf_counter()
-            loss = sequence_cross_entropy(model(batch.src, batch.tgt_in), batch.tgt_out, pad)
+            loss = sequence_cross_entropy(
+                model(batch.src, batch.tgt_in), batch.tgt_out, pad
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -282,7 +326,8 @@ def _time_to_target(
             if step % eval_every == 0:
                 t = time.perf_counter()
                 em = evaluate(model, val)["exact_match"]
-                train_seconds += time.perf_counter() - t  # evaluation counts: it is needed
+                # evaluation counts: it is needed
+                train_seconds += time.perf_counter() - t
                 best = max(best, em)
                 if em >= target:
                     return train_seconds, step, em
@@ -292,26 +337,39 @@ def _time_to_target(
 
 
 def bench_reversal(cap: float) -> list[tuple[str, str, str]]:
-    task = load_task("reverse", n_train=20000, n_val=500, n_test=500, min_len=10, max_len=20)
+    task = load_task(
+        "reverse", n_train=20000, n_val=500, n_test=500, min_len=10, max_len=20
+    )
     V = len(task.src_vocab)
     rows = []
-    # Ours: the book's recipe (no dropout, small model, warm-up then inverse sqrt, large LR).
+    # Ours: the book's recipe (no dropout, small model, warm-up then inverse sqrt, large
+    # LR).
     seed_everything(0)
     ours_cfg = TransformerConfig(
         src_vocab_size=V, tgt_vocab_size=V, d_model=64, n_heads=4, d_ff=256, dropout=0.0
     )
     ours = Transformer(ours_cfg)
     opt = torch.optim.Adam(ours.parameters(), lr=3e-3, betas=(0.9, 0.98), eps=1e-9)
-    res_ours = _time_to_target(ours, opt, warmup_inverse_sqrt_scheduler(opt, 200), task, cap)
+    res_ours = _time_to_target(
+        ours, opt, warmup_inverse_sqrt_scheduler(opt, 200), task, cap
+    )
     # Theirs: torch.nn.Transformer, d_model 128, dropout 0.1, plain Adam 1e-3.
     seed_everything(0)
     ref_cfg = TransformerConfig(
-        src_vocab_size=V, tgt_vocab_size=V, d_model=128, n_heads=4, d_ff=512, dropout=0.1
+        src_vocab_size=V,
+        tgt_vocab_size=V,
+        d_model=128,
+        n_heads=4,
+        d_ff=512,
+        dropout=0.1,
     )
     ref = TorchSeq2Seq(ref_cfg)
     ref_opt = torch.optim.Adam(ref.parameters(), lr=1e-3)
     res_ref = _time_to_target(ref, ref_opt, None, task, cap)
-    for label, (secs, steps, em) in (("ours (recipe)", res_ours), ("torch, plain Adam", res_ref)):
+    for label, (secs, steps, em) in (
+        ("ours (recipe)", res_ours),
+        ("torch, plain Adam", res_ref),
+    ):
         if secs is None:
             value = f"not reached in {cap:.0f} s"
             note = f"best exact match {em:.1%} after {steps} steps"
@@ -320,17 +378,27 @@ def bench_reversal(cap: float) -> list[tuple[str, str, str]]:
             note = f"{em:.1%} after {steps} steps"
         rows.append((f"reversal 10-20 digits to 99%, {label}", value, note))
     if res_ours[0] is not None and res_ref[0] is not None:
-        rows.append(("**time ratio torch / ours**", f"**{res_ref[0] / res_ours[0]:.1f}x**", ""))
+        rows.append(
+            ("**time ratio torch / ours**", f"**{res_ref[0] / res_ours[0]:.1f}x**", "")
+        )
     elif res_ours[0] is not None:
-        rows.append(("**time ratio torch / ours**", f"**> {cap / res_ours[0]:.1f}x**", "capped"))
+        rows.append(
+            ("**time ratio torch / ours**", f"**> {cap / res_ours[0]:.1f}x**", "capped")
+        )
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer repeats, short time cap")
-    parser.add_argument("--cap", type=float, default=None, help="seconds per reversal run")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer repeats, short time cap"
+    )
+    parser.add_argument(
+        "--cap", type=float, default=None, help="seconds per reversal run"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=2, help="torch threads (default 2)"
+    )
     parser.add_argument("--skip-reversal", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -348,10 +416,10 @@ def main() -> None:
         "# Transformer benchmarks (chapter 9)",
         "",
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible; "
-        f"{'quick' if args.quick else 'full'} run, {time.perf_counter() - start:.0f} s in all. "
-        "Ratios come from interleaved runs in one process (medians); absolute numbers "
-        "depend on machine load.",
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs "
+        f"visible; {'quick' if args.quick else 'full'} run, "
+        f"{time.perf_counter() - start:.0f} s in all. Ratios come from interleaved "
+        "runs in one process (medians); absolute numbers depend on machine load.",
         "",
         "| measurement | value | notes |",
         "|---|---|---|",

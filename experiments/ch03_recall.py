@@ -4,12 +4,12 @@ For every seed (data, initialisation and batch order), four networks with H = 32
 the recall task at gaps 8, 24, 48 and 96: a plain RNN, an LSTM and a GRU with PyTorch's
 default initialisation, and an LSTM whose forget-gate bias starts at +3. The recipe is
 the chapter's (Adam 3e-3, clipping at 1, batches of 64, stop after 20 perfect training
-batches in a row). At gaps up to ``LONG_UP_TO`` each run gets up to ``LONG_BUDGET`` steps,
-and its test accuracy is also recorded when it reaches ``BUDGET`` steps, the chapter's
-budget, so one run answers both "within the chapter's budget" and "given more than three
-times as long"; longer gaps get the chapter's budget only. As in the chapter, the
-default-initialised networks are not run at the longest gap. The seeds run in parallel,
-one process each.
+batches in a row). At gaps up to ``LONG_UP_TO`` each run gets up to ``LONG_BUDGET``
+steps, and its test accuracy is also recorded when it reaches ``BUDGET`` steps, the
+chapter's budget, so one run answers both "within the chapter's budget" and "given more
+than three times as long"; longer gaps get the chapter's budget only. As in the chapter,
+the default-initialised networks are not run at the longest gap. The seeds run in
+parallel, one process each.
 
 Run from the repository root:
 
@@ -61,11 +61,14 @@ def recall_accuracy(model, data, split="test"):
 
 
 def run(kind, gap, seed, gate_bias):
+    """One training run; test accuracy at BUDGET and at the end (its budget or
+    solved)."""
     budget = LONG_BUDGET if gap <= LONG_UP_TO else BUDGET
-    """One training run; test accuracy at BUDGET and at the end (its budget or solved)."""
     data = load_task("recall", gap=gap, n_train=2000, n_val=0, n_test=500, seed=seed)
     seed_everything(seed)
-    model = SequenceClassifier(len(data.src_vocab), len(data.tgt_vocab), kind=kind, hidden_size=32)
+    model = SequenceClassifier(
+        len(data.src_vocab), len(data.tgt_vocab), kind=kind, hidden_size=32
+    )
     if gate_bias:
         with torch.no_grad():
             for cell in model.rnn.cells:  # block 1: the forget gate of an LSTM
@@ -104,8 +107,9 @@ def one_seed(seed):
             r = run(kind, gap, seed, bias)
             rows.append((name, gap, {**r, "seed": seed}))
             print(
-                f"seed {seed} gap {gap:3d} {name:21s}: {BUDGET} steps {r['acc_budget']:6.1%}, "
-                f"end {r['acc_long']:6.1%} after {r['steps']:4d} steps",
+                f"seed {seed} gap {gap:3d} {name:21s}: {BUDGET} steps "
+                f"{r['acc_budget']:6.1%}, end {r['acc_long']:6.1%} after "
+                f"{r['steps']:4d} steps",
                 flush=True,
             )
     return rows
@@ -135,7 +139,9 @@ def main():
                 }
             summary[name][gap] = stats
     result = {
-        "experiment": "recall accuracy of RNN, LSTM, GRU and forget-biased LSTM against gap",
+        "experiment": (
+            "recall accuracy of RNN, LSTM, GRU and forget-biased LSTM against gap"
+        ),
         "seeds": SEEDS,
         "gaps": GAPS,
         "budget": BUDGET,

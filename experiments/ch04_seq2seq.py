@@ -14,7 +14,8 @@ For every seed (data, initialisation and batches all follow it), three experimen
    output and the target. Edit distance does not count a dropped or repeated digit
    again at every later position, as position-by-position accuracy does.
 3. **Teacher-forcing ratio.** Short copies (3-8 digits), 300 steps, trained with
-   teacher-forcing ratio 1, 0.5 and 0; exact match of greedy copies on the validation set.
+   teacher-forcing ratio 1, 0.5 and 0; exact match of greedy copies on the validation
+   set.
 
 The chapter runs one seed live and reads this table for the others. Run from the
 repository root:
@@ -67,7 +68,9 @@ def edit_distance(a: list[int], b: list[int]) -> int:
     for i, x in enumerate(a, 1):
         current = [i]
         for j, y in enumerate(b, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (x != y)))
+            current.append(
+                min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (x != y))
+            )
         previous = current
     return previous[-1]
 
@@ -80,14 +83,23 @@ def exposure_by_length(model, data) -> dict:
     groups: dict[int, list[tuple[str, str]]] = {}
     for src, tgt in data.test:
         groups.setdefault(len(src), []).append((src, tgt))
-    rows = {"lengths": [], "forced_errors": [], "free_edit_distance": [], "exact_match": []}
+    rows = {
+        "lengths": [],
+        "forced_errors": [],
+        "free_edit_distance": [],
+        "exact_match": [],
+    }
     for length in sorted(groups):
         group = groups[length]
         src = pad_sequences([data.src_vocab.encode(s) for s, _ in group])[0]  # (B, S)
-        tgt = pad_sequences([vocab.encode(t, True, True) for _, t in group])[0]  # (B, T + 2)
-        forced = model(src, tgt[:, :-1]).argmax(-1)  # (B, T + 1), true prefix at every step
+        # (B, T + 2)
+        tgt = pad_sequences([vocab.encode(t, True, True) for _, t in group])[0]
+        # (B, T + 1), true prefix at every step
+        forced = model(src, tgt[:, :-1]).argmax(-1)
         forced_errors = (forced != tgt[:, 1:]).sum(dim=1).float()  # (B,)
-        free = greedy_decode(model, src, tgt.size(1) + 4, vocab.bos_id, vocab.eos_id, vocab.pad_id)
+        free = greedy_decode(
+            model, src, tgt.size(1) + 4, vocab.bos_id, vocab.eos_id, vocab.pad_id
+        )
         distances = []
         for row, truth in zip(free.tolist(), tgt[:, 1:].tolist()):
             out = row[: row.index(vocab.eos_id) + 1] if vocab.eos_id in row else row
@@ -101,13 +113,16 @@ def exposure_by_length(model, data) -> dict:
 
 
 def budget(seed: int, hidden: int, data) -> dict:
-    """Train one model to the last checkpoint, measuring exact match by length at each."""
+    """Train one model to the last checkpoint, measuring exact match by length at
+    each."""
     setup = dataclasses.replace(BOTTLENECK, seed=seed, hidden_size=hidden)
     seed_everything(setup.seed)  # as run_bottleneck: initialisation, then batches
     model = setup.baseline(data)
     seed_everything(setup.seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=setup.lr)
-    batches = forever(data.loader("train", batch_size=setup.batch_size, seed=setup.seed))
+    batches = forever(
+        data.loader("train", batch_size=setup.batch_size, seed=setup.seed)
+    )
     row: dict = {"exact_match": [], "loss_steps": [], "loss": []}
     done, exposure = 0, None
     for checkpoint in CHECKPOINTS:
@@ -123,7 +138,9 @@ def budget(seed: int, hidden: int, data) -> dict:
         row["loss_steps"] += [done + s for s in history.steps]
         row["loss"] += history.train_loss
         done = checkpoint
-        by_length = exact_match_by_length(model, data.test, data.src_vocab, data.tgt_vocab)
+        by_length = exact_match_by_length(
+            model, data.test, data.src_vocab, data.tgt_vocab
+        )
         row["exact_match"].append(by_length.exact_match)
         row["lengths"], row["counts"] = by_length.lengths, by_length.counts
         if checkpoint == CHAPTER_STEPS and hidden == BOTTLENECK.hidden_size:
@@ -178,7 +195,9 @@ def run_seed(seed: int) -> dict:
     last = {h: row["budget"][str(h)]["exact_match"] for h in HIDDEN}
     print(
         f"seed {seed}: exact match at 16 digits after {CHECKPOINTS} steps: "
-        + "; ".join(f"hidden {h} " + " ".join(f"{r[-1]:.2f}" for r in last[h]) for h in HIDDEN)
+        + "; ".join(
+            f"hidden {h} " + " ".join(f"{r[-1]:.2f}" for r in last[h]) for h in HIDDEN
+        )
         + " | ratios "
         + " ".join(f"{r}:{row['ratios'][str(r)]['exact_match']:.2f}" for r in RATIOS)
         + f" ({row['seconds']:.0f} s)",
@@ -189,7 +208,9 @@ def run_seed(seed: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--jobs", type=int, default=1, help="seeds run in parallel processes")
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="seeds run in parallel processes"
+    )
     jobs = parser.parse_args().jobs
     torch.set_num_threads(1)
     start = time.perf_counter()
@@ -203,7 +224,9 @@ def main() -> None:
     lengths = first["budget"][str(HIDDEN[0])]["lengths"]
     summary = {
         "budget": {
-            str(h): spread([per_seed[str(s)]["budget"][str(h)]["exact_match"] for s in SEEDS])
+            str(h): spread(
+                [per_seed[str(s)]["budget"][str(h)]["exact_match"] for s in SEEDS]
+            )
             for h in HIDDEN
         },
         "exposure": {
@@ -211,18 +234,21 @@ def main() -> None:
             for key in ("forced_errors", "free_edit_distance", "exact_match")
         },
         "ratios": {
-            str(r): spread([per_seed[str(s)]["ratios"][str(r)]["exact_match"] for s in SEEDS])
+            str(r): spread(
+                [per_seed[str(s)]["ratios"][str(r)]["exact_match"] for s in SEEDS]
+            )
             for r in RATIOS
         },
     }
     result = {
         "description": (
-            "Chapter 4 over seeds. budget: exact match by source length (copy 3-16 digits) "
-            f"for hidden sizes {HIDDEN} at optimizer steps {CHECKPOINTS}; exposure: for the "
-            f"chapter's model (hidden 64, {CHAPTER_STEPS} steps) per length, the mean number "
-            "of wrong tokens with teacher forcing and the mean edit distance of the "
-            "free-running output (both over the target plus <eos>); ratios: exact match "
-            "on 3-8 digit copies after 300 steps at each teacher-forcing ratio"
+            "Chapter 4 over seeds. budget: exact match by source length (copy 3-16 "
+            f"digits) for hidden sizes {HIDDEN} at optimizer steps {CHECKPOINTS}; "
+            f"exposure: for the chapter's model (hidden 64, {CHAPTER_STEPS} steps) per "
+            "length, the mean number of wrong tokens with teacher forcing and the "
+            "mean edit distance of the free-running output (both over the target plus "
+            "<eos>); ratios: exact match on 3-8 digit copies after 300 steps at each "
+            "teacher-forcing ratio"
         ),
         "seeds": SEEDS,
         "hidden_sizes": HIDDEN,
@@ -240,7 +266,10 @@ def main() -> None:
     }
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {OUT.relative_to(Path.cwd()) if OUT.is_relative_to(Path.cwd()) else OUT}")
+    print(
+        "wrote "
+        f"{OUT.relative_to(Path.cwd()) if OUT.is_relative_to(Path.cwd()) else OUT}"
+    )
     print(f"{result['wall_seconds']:.0f} s wall, {result['cpu_seconds']:.0f} s CPU")
 
 

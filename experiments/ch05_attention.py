@@ -123,10 +123,10 @@ def main() -> None:
     }
     result = {
         "description": (
-            "Chapter 4's bottleneck experiment (copy 3-16 digits, hidden 64, 1000 steps) "
-            "with the context-vector GRU and the attention model, exact match by source "
-            f"length; the mean over the {LONG} longest lengths; the attention model's "
-            "test exact match on the dates task (350 steps)"
+            "Chapter 4's bottleneck experiment (copy 3-16 digits, hidden 64, 1000 "
+            "steps) with the context-vector GRU and the attention model, exact match "
+            f"by source length; the mean over the {LONG} longest lengths; the "
+            "attention model's test exact match on the dates task (350 steps)"
         ),
         "seeds": SEEDS,
         "long_lengths": lengths[-LONG:],

@@ -59,7 +59,9 @@ class Block(nn.Module):
         self.scheme = scheme
         self.norm1, self.norm2 = nn.LayerNorm(C_SMALL), nn.LayerNorm(C_SMALL)
         self.attn = MultiHeadAttention(C_SMALL, HEADS)
-        self.ffn = nn.Sequential(nn.Linear(C_SMALL, FF), nn.ReLU(), nn.Linear(FF, C_SMALL))
+        self.ffn = nn.Sequential(
+            nn.Linear(C_SMALL, FF), nn.ReLU(), nn.Linear(FF, C_SMALL)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.norm1(x), positional=self.scheme, is_causal=True)[0]
@@ -73,7 +75,8 @@ class TinyDecoder(nn.Module):
             scheme_name, d_model=C_SMALL, n_heads=HEADS, max_len=TRAIN_LEN, **options
         )
         self.embed = nn.Embedding(V, C_SMALL)
-        nn.init.normal_(self.embed.weight, std=C_SMALL**-0.5)  # unit-size after the scaling
+        # unit-size after the scaling
+        nn.init.normal_(self.embed.weight, std=C_SMALL**-0.5)
         self.blocks = nn.ModuleList(Block(self.scheme) for _ in range(LAYERS))
         self.norm = nn.LayerNorm(C_SMALL)
         self.out = nn.Linear(C_SMALL, V)
@@ -125,7 +128,8 @@ def run_one(task: tuple[int, str, dict]) -> tuple[dict[str, float | None], float
             accs[str(T)] = None
     shown = " ".join("  n/a " if a is None else f"{a:6.1%}" for a in accs.values())
     print(
-        f"seed {seed} {name:<22} loss {loss:.3f} acc {shown} ({time.perf_counter() - t0:.0f} s)",
+        f"seed {seed} {name:<22} loss {loss:.3f} acc {shown} "
+        f"({time.perf_counter() - t0:.0f} s)",
         flush=True,
     )
     return accs, loss
@@ -145,9 +149,13 @@ def main() -> None:
 
     start = time.perf_counter()
     tasks = [(seed, name, options) for seed in args.seeds for name in args.names]
-    with multiprocessing.get_context("fork").Pool(args.jobs, initializer=_one_thread) as pool:
+    with multiprocessing.get_context("fork").Pool(
+        args.jobs, initializer=_one_thread
+    ) as pool:
         done = pool.map(run_one, tasks, chunksize=1)
-    per_seed: dict[str, dict[str, dict[str, float | None]]] = {n: {} for n in args.names}
+    per_seed: dict[str, dict[str, dict[str, float | None]]] = {
+        n: {} for n in args.names
+    }
     final_loss: dict[str, dict[str, float]] = {n: {} for n in args.names}
     for (seed, name, _), (accs, loss) in zip(tasks, done):
         per_seed[name][str(seed)] = accs
@@ -160,8 +168,10 @@ def main() -> None:
             table[name][str(T)] = None if None in vals else summary(vals)
     result = {
         "experiment": "ch07_extrapolation",
-        "description": "previous-token task, train at length 16, token accuracy at each "
-        "test length (positions 1..T-1), per positional scheme and seed",
+        "description": (
+            "previous-token task, train at length 16, token accuracy at each "
+            "test length (positions 1..T-1), per positional scheme and seed"
+        ),
         "config": {
             "vocab": V,
             "d_model": C_SMALL,
@@ -174,7 +184,9 @@ def main() -> None:
             "batch": BATCH,
             "lr": LR,
             "options": options,
-            "variants": {k: {"scheme": v[0], "options": v[1]} for k, v in VARIANTS.items()},
+            "variants": {
+                k: {"scheme": v[0], "options": v[1]} for k, v in VARIANTS.items()
+            },
             "test_seed_offset": TEST_OFFSET,
         },
         "seeds": args.seeds,

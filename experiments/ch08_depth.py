@@ -89,7 +89,9 @@ def init_gradients(depth: int, norm_first: bool, seed: int, init: str) -> dict:
     w2, block = [], []
     for layer in model["layers"]:
         w2.append(float(layer.ffn.linear2.weight.grad.norm()))
-        block.append(math.sqrt(sum(float(p.grad.pow(2).sum()) for p in layer.parameters())))
+        block.append(
+            math.sqrt(sum(float(p.grad.pow(2).sum()) for p in layer.parameters()))
+        )
     return {"w2": w2, "block": block}
 
 
@@ -137,7 +139,9 @@ def gradient_table(depths, seeds) -> dict:
     rows = []
     for init in INITS:
         for depth in depths:
-            per = {nf: [init_gradients(depth, nf, s, init) for s in seeds] for nf in (0, 1)}
+            per = {
+                nf: [init_gradients(depth, nf, s, init) for s in seeds] for nf in (0, 1)
+            }
             row = {"init": init, "depth": depth}
             for nf, kind in ((0, "post"), (1, "pre")):
                 w2 = [r["w2"] for r in per[nf]]  # (seeds, depth)
@@ -177,7 +181,9 @@ def training_table(depths, seeds, steps) -> dict:
                 runs[str(s)] = {
                     "final_loss": final,
                     "accuracy": acc,
-                    "diverged": bool(not math.isfinite(final) or final > DIVERGED_ABOVE),
+                    "diverged": bool(
+                        not math.isfinite(final) or final > DIVERGED_ABOVE
+                    ),
                     "worst_rise": rise,
                     "worst_rise_step": at,
                     "spiked": rise > SPIKE_ABOVE,
@@ -239,7 +245,9 @@ def main() -> None:
             "chance_loss": CHANCE,
             "diverged_above": DIVERGED_ABOVE,
             "spike_above": SPIKE_ABOVE,
-            "recipes": {k: {"norm_first": v[0], "warmup": v[1]} for k, v in RECIPES.items()},
+            "recipes": {
+                k: {"norm_first": v[0], "warmup": v[1]} for k, v in RECIPES.items()
+            },
         },
         "gradients": grads,
         "training": training,
@@ -250,7 +258,10 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result) + "\n")
-    print(f"wrote {out}: {result['cpu_seconds']:.0f} CPU s, {result['wall_seconds']:.0f} s wall")
+    print(
+        f"wrote {out}: {result['cpu_seconds']:.0f} CPU s, {result['wall_seconds']:.0f} "
+        "s wall"
+    )
 
 
 if __name__ == "__main__":

@@ -43,8 +43,11 @@ RECIPES = {  # name: (norm_first, warm-up steps; 0 = constant learning rate)
 }
 
 
-def make_stack(depth: int, norm_first: bool, C: int = 64, H: int = 4, F_: int = 128, V=16):
-    # An encoder-only model: embeddings, sinusoidal positions, `depth` blocks, output layer.
+def make_stack(
+    depth: int, norm_first: bool, C: int = 64, H: int = 4, F_: int = 128, V=16
+):
+    # An encoder-only model: embeddings, sinusoidal positions, `depth` blocks, output
+    # layer.
     model = nn.ModuleDict(
         {
             "emb": nn.Embedding(V, C),
@@ -88,7 +91,8 @@ def train_stack(data, norm_first, warmup, seed, steps=STEPS, lr=LR, depth=DEPTH)
     model = make_stack(depth, norm_first, V=len(vocab))
     opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.98), eps=1e-9)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, (lambda s: warmup_inverse_sqrt(s + 1, warmup)) if warmup else (lambda s: 1.0)
+        opt,
+        (lambda s: warmup_inverse_sqrt(s + 1, warmup)) if warmup else (lambda s: 1.0),
     )
     g = torch.Generator().manual_seed(seed)
     losses = []
@@ -102,7 +106,12 @@ def train_stack(data, norm_first, warmup, seed, steps=STEPS, lr=LR, depth=DEPTH)
         sched.step()
         losses.append(loss.item())
     with torch.no_grad():
-        acc = (run_stack(model.eval(), test_src).argmax(-1) == test_tgt).float().mean().item()
+        acc = (
+            (run_stack(model.eval(), test_src).argmax(-1) == test_tgt)
+            .float()
+            .mean()
+            .item()
+        )
     return losses, acc
 
 
@@ -131,7 +140,9 @@ def main() -> None:
     args = parser.parse_args()
     start = time.perf_counter()
     tasks = [(seed, name) for seed in args.seeds for name in RECIPES]
-    with multiprocessing.get_context("fork").Pool(args.jobs, initializer=_one_thread) as pool:
+    with multiprocessing.get_context("fork").Pool(
+        args.jobs, initializer=_one_thread
+    ) as pool:
         done = pool.map(run_one, tasks, chunksize=1)
     accuracy = {name: {} for name in RECIPES}
     losses = {name: {} for name in RECIPES}
@@ -152,13 +163,16 @@ def main() -> None:
             "d_model": 64,
             "heads": 4,
             "d_ff": 128,
-            "recipes": {k: {"norm_first": v[0], "warmup": v[1]} for k, v in RECIPES.items()},
+            "recipes": {
+                k: {"norm_first": v[0], "warmup": v[1]} for k, v in RECIPES.items()
+            },
         },
         "seeds": args.seeds,
         "accuracy": accuracy,
         "loss": losses,
         "summary": {
-            name: summary([accuracy[name][str(s)] for s in args.seeds]) for name in RECIPES
+            name: summary([accuracy[name][str(s)] for s in args.seeds])
+            for name in RECIPES
         },
         "wall_time_s": round(time.perf_counter() - start, 1),
         "jobs": args.jobs,

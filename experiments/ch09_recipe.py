@@ -1,4 +1,5 @@
-"""Chapter 9: the dates recipe and its ablations over seeds, and greedy against beam search.
+"""Chapter 9: the dates recipe and its ablations over seeds, and greedy against beam
+search.
 
 Every run trains chapter 9's dates Transformer (C = 64, 4 heads, 2+2 layers, FFN 256)
 with Adam at a peak learning rate of 3e-3, batch 128 and gradient clipping at norm 1,
@@ -62,7 +63,9 @@ NAME = "ch09_recipe"
 RESULTS = Path(__file__).resolve().parent / "results" / f"{NAME}.json"
 MAX_OUT = 12  # ten characters of YYYY-MM-DD, eos, and one spare
 BEAM, ALPHA = 4, 0.6
-RECIPE = dict(model="transformer", smoothing=0.05, warmup=100, dropout=0.0, n_train=20000)
+RECIPE = dict(
+    model="transformer", smoothing=0.05, warmup=100, dropout=0.0, n_train=20000
+)
 # Chapter 5's attention GRU (embedding 32, hidden 64, additive attention), trained
 # with its own recipe (plain cross-entropy, constant learning rate) but on the same
 # batches, steps, optimizer and clipping as the Transformer.
@@ -79,7 +82,8 @@ VARIANTS = {  # name: (changes to the recipe, checkpoints in steps)
 
 
 def no_warmup_scheduler(optimizer: torch.optim.Optimizer, warmup: int = 100):
-    """The recipe's decay, sqrt(w / s) after step w, at the peak from step 1 (no ramp)."""
+    """The recipe's decay, sqrt(w / s) after step w, at the peak from step 1 (no
+    ramp)."""
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, math.sqrt(warmup / (s + 1)))
     )
@@ -87,7 +91,8 @@ def no_warmup_scheduler(optimizer: torch.optim.Optimizer, warmup: int = 100):
 
 @torch.no_grad()
 def normalised_scores(model, src, out, bos_id, eos_id, alpha):
-    """log p(out | src) / |out|^alpha, |out| counting the eos (as beam_search scores)."""
+    """log p(out | src) / |out|^alpha, |out| counting the eos (as beam_search
+    scores)."""
     bos = torch.full((out.shape[0], 1), bos_id, dtype=torch.long)
     tgt_in = torch.cat([bos, out[:, :-1]], 1)  # (B, L)
     log_p = torch.log_softmax(model(src, tgt_in).float(), -1)  # (B, L, V)
@@ -106,16 +111,27 @@ def evaluate_decoders(model, test_src, test_tgt, tv, with_beam):
     def padded(out):
         return F.pad(out, (0, MAX_OUT - out.shape[1]), value=tv.pad_id)
 
-    greedy = padded(greedy_decode(model, test_src, MAX_OUT, tv.bos_id, tv.eos_id, tv.pad_id))
+    greedy = padded(
+        greedy_decode(model, test_src, MAX_OUT, tv.bos_id, tv.eos_id, tv.pad_id)
+    )
     g_right = (greedy == test_tgt).all(1)
     row = {"greedy_exact_match": g_right.float().mean().item()}
     if with_beam:
         beam, b_score = beam_search(
-            model, test_src, MAX_OUT, tv.bos_id, tv.eos_id, tv.pad_id,
-            beam_size=BEAM, length_penalty=ALPHA, return_scores=True,
-        )  # fmt: skip
+            model,
+            test_src,
+            MAX_OUT,
+            tv.bos_id,
+            tv.eos_id,
+            tv.pad_id,
+            beam_size=BEAM,
+            length_penalty=ALPHA,
+            return_scores=True,
+        )
         beam = padded(beam)
-        g_score = normalised_scores(model, test_src, greedy, tv.bos_id, tv.eos_id, ALPHA)
+        g_score = normalised_scores(
+            model, test_src, greedy, tv.bos_id, tv.eos_id, ALPHA
+        )
         b_right = (beam == test_tgt).all(1)
         differ = (beam != greedy).any(1)
         gain = b_score - g_score  # > 0: beam found an output the model scores higher
@@ -154,7 +170,7 @@ def run(variant: str, seed: int) -> dict:
     if hp["model"] == "attention_gru":
         model = AttentionSeq2Seq(
             len(sv), len(tv), emb_size=32, hidden_size=64, pad_id=sv.pad_id
-        )  # fmt: skip
+        )
     else:
         config = TransformerConfig(
             src_vocab_size=len(sv),
@@ -170,7 +186,9 @@ def run(variant: str, seed: int) -> dict:
         # The stored table was measured with the fast dropout (same semantics, another
         # random stream); keep it, so that rerunning reproduces the table.
         use_fast_dropout(model)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3, betas=(0.9, 0.98), eps=1e-9)
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=3e-3, betas=(0.9, 0.98), eps=1e-9
+    )
     scheduler: object | None
     if hp["model"] == "attention_gru":
         scheduler = None  # chapter 5's constant rate
@@ -183,15 +201,24 @@ def run(variant: str, seed: int) -> dict:
     done, results, losses = 0, {}, []
     for checkpoint in checkpoints:
         history = train(
-            model, loader, steps=checkpoint - done, optimizer=optimizer,
-            scheduler=scheduler, loss_fn=loss_fn, clip_norm=1.0, log_every=50,
+            model,
+            loader,
+            steps=checkpoint - done,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            loss_fn=loss_fn,
+            clip_norm=1.0,
+            log_every=50,
             progress=False,
-        )  # fmt: skip
+        )
         done = checkpoint
         losses += history.train_loss
-        row = evaluate_decoders(model, test_src, test_tgt, tv, with_beam=variant == "recipe")
+        row = evaluate_decoders(
+            model, test_src, test_tgt, tv, with_beam=variant == "recipe"
+        )
         row["train_loss"] = history.train_loss[-1]
-        row["max_train_loss_after_50"] = max(losses[1:] or losses)  # spikes after the first log
+        # spikes after the first log
+        row["max_train_loss_after_50"] = max(losses[1:] or losses)
         results[str(checkpoint)] = row
     return {
         "variant": variant,
@@ -205,7 +232,9 @@ def run(variant: str, seed: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (processes)")
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="runs in parallel (processes)"
+    )
     args = parser.parse_args()
     seeds = [book_seed() + i for i in range(3)]
     jobs = [(v, s) for v in VARIANTS for s in seeds]
@@ -215,24 +244,33 @@ def main() -> None:
     table: dict[str, dict] = {}
     for variant, (_, checkpoints) in VARIANTS.items():
         mine = [r for r in runs if r["variant"] == variant]
-        table[variant] = {"hyperparameters": mine[0]["hyperparameters"], "checkpoints": {}}
+        table[variant] = {
+            "hyperparameters": mine[0]["hyperparameters"],
+            "checkpoints": {},
+        }
         for checkpoint in map(str, checkpoints):
             per_seed = {str(r["seed"]): r["checkpoints"][checkpoint] for r in mine}
             metrics = next(iter(per_seed.values())).keys()
             table[variant]["checkpoints"][checkpoint] = {
                 "per_seed": per_seed,
-                "summary": {m: spread([row[m] for row in per_seed.values()]) for m in metrics},
+                "summary": {
+                    m: spread([row[m] for row in per_seed.values()]) for m in metrics
+                },
             }
-            s = table[variant]["checkpoints"][checkpoint]["summary"]["greedy_exact_match"]
+            s = table[variant]["checkpoints"][checkpoint]["summary"][
+                "greedy_exact_match"
+            ]
             print(
                 f"{variant:>14} @ {checkpoint:>4} steps: greedy exact match "
-                f"{s['mean']:.2%} +- {s['std']:.2%} (min {s['min']:.2%}, max {s['max']:.2%})"
+                f"{s['mean']:.2%} +- {s['std']:.2%} (min {s['min']:.2%}, max "
+                f"{s['max']:.2%})"
             )
     for checkpoint, row in table["recipe"]["checkpoints"].items():
         s = row["summary"]
         print(
-            f"beam vs greedy @ {checkpoint:>4} steps: beam {s['beam_exact_match']['mean']:.2%}, "
-            f"outputs differ {s['n_differ']['mean']:.1f} of 1000 (max {s['n_differ']['max']:.0f})"
+            f"beam vs greedy @ {checkpoint:>4} steps: beam "
+            f"{s['beam_exact_match']['mean']:.2%}, outputs differ "
+            f"{s['n_differ']['mean']:.1f} of 1000 (max {s['n_differ']['max']:.0f})"
         )
     out = {
         "name": NAME,
@@ -242,7 +280,8 @@ def main() -> None:
         "beam": {"beam_size": BEAM, "length_penalty": ALPHA},
         "variants": table,
         "runs": [
-            {k: r[k] for k in ("variant", "seed", "cpu_seconds", "wall_seconds")} for r in runs
+            {k: r[k] for k in ("variant", "seed", "cpu_seconds", "wall_seconds")}
+            for r in runs
         ],
         "cpu_seconds": sum(r["cpu_seconds"] for r in runs),
         "wall_seconds": time.perf_counter() - wall0,
@@ -252,7 +291,8 @@ def main() -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(out, indent=1) + "\n")
     print(
-        f"CPU {out['cpu_seconds']:.0f} s in {out['wall_seconds']:.0f} s wall; wrote {RESULTS.name}"
+        f"CPU {out['cpu_seconds']:.0f} s in {out['wall_seconds']:.0f} s wall; wrote "
+        f"{RESULTS.name}"
     )
 
 

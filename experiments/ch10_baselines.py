@@ -58,7 +58,13 @@ from torch import Tensor, nn
 
 from transformer.gated import LSTM
 from transformer.gpt import DecoderOnlyConfig, DecoderOnlyTransformer
-from transformer.lm import documents, iter_eval_blocks, lm_batches, lm_loss, split_documents
+from transformer.lm import (
+    documents,
+    iter_eval_blocks,
+    lm_batches,
+    lm_loss,
+    split_documents,
+)
 from transformer.ngram import KneserNeyLM
 from transformer.sampling import sample_next
 from transformer.utils import book_seed, machine_summary, seed_everything, seed_spread
@@ -67,15 +73,29 @@ NAME = "ch10_baselines"
 RESULTS = Path(__file__).resolve().parent / "results" / f"{NAME}.json"
 PROMPT = "An object is "
 FULL = dict(
-    budget=60.0, orders=(3, 5, 7), batch=16, block=64, sweep_seconds=20.0,
-    lstm=dict(embed=128, hidden=384), curve_chars=20000, sample_chars=100,
-    transformer=dict(d_model=64, n_heads=4, n_layers=2, d_ff=256), extended=(2,),
-)  # fmt: skip
+    budget=60.0,
+    orders=(3, 5, 7),
+    batch=16,
+    block=64,
+    sweep_seconds=20.0,
+    lstm=dict(embed=128, hidden=384),
+    curve_chars=20000,
+    sample_chars=100,
+    transformer=dict(d_model=64, n_heads=4, n_layers=2, d_ff=256),
+    extended=(2,),
+)
 QUICK = dict(
-    budget=1.0, orders=(2, 3), batch=4, block=32, sweep_seconds=0.3,
-    lstm=dict(embed=16, hidden=32), curve_chars=2000, sample_chars=40,
-    transformer=dict(d_model=32, n_heads=2, n_layers=1, d_ff=64), extended=(),
-)  # fmt: skip
+    budget=1.0,
+    orders=(2, 3),
+    batch=4,
+    block=32,
+    sweep_seconds=0.3,
+    lstm=dict(embed=16, hidden=32),
+    curve_chars=2000,
+    sample_chars=40,
+    transformer=dict(d_model=32, n_heads=2, n_layers=1, d_ff=64),
+    extended=(),
+)
 LR_SWEEP = {"lstm": (1e-3, 3e-3, 1e-2, 3e-2), "transformer": (1e-3, 3e-3, 1e-2, 3e-2)}
 PAD = "\0"  # id 0: the padding symbol, never in the text
 WARMUP, CLIP, WEIGHT_DECAY, N_CURVE = 20, 1.0, 0.01, 10
@@ -110,9 +130,12 @@ def build(kind: str, vocab_size: int, sizes: dict) -> nn.Module:
     if kind == "lstm":
         return CharLSTM(vocab_size, **sizes["lstm"])
     config = DecoderOnlyConfig(
-        vocab_size=vocab_size, dropout=0.0, max_len=sizes["block"], mask_pad=False,
+        vocab_size=vocab_size,
+        dropout=0.0,
+        max_len=sizes["block"],
+        mask_pad=False,
         **sizes["transformer"],
-    )  # fmt: skip
+    )
     return DecoderOnlyTransformer(config)
 
 
@@ -130,7 +153,9 @@ def evaluate_bpc(model: nn.Module, ids: Tensor, block: int) -> float:
 
 
 @torch.no_grad()
-def continue_text(model: nn.Module, prompt: Tensor, n: int, temperature: float, seed: int):
+def continue_text(
+    model: nn.Module, prompt: Tensor, n: int, temperature: float, seed: int
+):
     """n new ids after prompt (1, T): greedy at temperature 0, else sampled.
 
     The Transformer sees at most its last ``max_len`` ids (a sliding window: its
@@ -159,15 +184,25 @@ def adamw(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW
     decay = [p for p in model.parameters() if p.dim() >= 2]
     rest = [p for p in model.parameters() if p.dim() < 2]
     return torch.optim.AdamW(
-        [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}],
+        [
+            {"params": decay, "weight_decay": weight_decay},
+            {"params": rest, "weight_decay": 0.0},
+        ],
         lr=lr,
     )
 
 
 def train_budget(
-    model: nn.Module, forward, optimizer, batches, lr: float, budget: float, warmup: int,
-    score=None, report=None,
-) -> tuple[float, int, list]:  # fmt: skip
+    model: nn.Module,
+    forward,
+    optimizer,
+    batches,
+    lr: float,
+    budget: float,
+    warmup: int,
+    score=None,
+    report=None,
+) -> tuple[float, int, list]:
     """Train for ``budget`` CPU seconds of this process (evaluation not counted).
 
     The loop of both chapter 10 scripts: linear warm-up over ``warmup`` steps, then a
@@ -183,7 +218,9 @@ def train_budget(
     while used < budget:
         t0 = time.process_time()
         frac = min(1.0, used / budget)
-        scale = min(1.0, (steps + 1) / warmup) * (0.1 + 0.45 * (1 + math.cos(math.pi * frac)))
+        scale = min(1.0, (steps + 1) / warmup) * (
+            0.1 + 0.45 * (1 + math.cos(math.pi * frac))
+        )
         for group in optimizer.param_groups:
             group["lr"] = lr * scale
         x, y = next(batches)
@@ -212,13 +249,20 @@ def train_for(
     optimizer = adamw(model, lr, WEIGHT_DECAY)
     g = torch.Generator().manual_seed(seed)
     batches = lm_batches(data["train"], sizes["block"], sizes["batch"], generator=g)
-    score = (lambda m: evaluate_bpc(m, data["curve"], sizes["block"])) if curve else None
-    used, steps, points = train_budget(model, model, optimizer, batches, lr, budget, WARMUP, score)
+    score = (
+        (lambda m: evaluate_bpc(m, data["curve"], sizes["block"])) if curve else None
+    )
+    used, steps, points = train_budget(
+        model, model, optimizer, batches, lr, budget, WARMUP, score
+    )
     n_params = sum(p.numel() for p in model.parameters())
     record = {
-        "cpu_seconds": used, "steps": steps, "tokens": steps * sizes["batch"] * sizes["block"],
-        "params": n_params, "lr": lr,
-    }  # fmt: skip
+        "cpu_seconds": used,
+        "steps": steps,
+        "tokens": steps * sizes["batch"] * sizes["block"],
+        "params": n_params,
+        "lr": lr,
+    }
     if curve:
         record["curve"] = points
     return model, record
@@ -241,18 +285,27 @@ def load_data(quick: bool, block: int, curve_chars: int) -> dict:
 
     valid = encode(valid_text)
     return {
-        "chars": chars, "index": index, "train_docs": [t for _, t in train_docs],
-        "train_text": train_text, "valid_text": valid_text, "train": encode(train_text),
-        "valid": valid, "curve": valid[: curve_chars + 1],
+        "chars": chars,
+        "index": index,
+        "train_docs": [t for _, t in train_docs],
+        "train_text": train_text,
+        "valid_text": valid_text,
+        "train": encode(train_text),
+        "valid": valid,
+        "curve": valid[: curve_chars + 1],
         "valid_names": [n for n, _ in valid_docs],
-    }  # fmt: skip
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3, help="seeds per network")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes, seconds in all")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="where to write the JSON")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny sizes, seconds in all"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=RESULTS, help="where to write the JSON"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     cpu0, wall0 = time.process_time(), time.perf_counter()
@@ -273,17 +326,22 @@ def main() -> None:
             "bpc": lm.bits_per_char(data["valid_text"]),
             "fit_and_score_cpu_seconds": time.process_time() - t,
             "samples": {
-                f"seed_{s}": PROMPT + lm.sample(n_sample, seed=s, prompt=PROMPT) for s in (0, 1)
+                f"seed_{s}": PROMPT + lm.sample(n_sample, seed=s, prompt=PROMPT)
+                for s in (0, 1)
             },
         }
-        print(f"Kneser-Ney order {order}: {ngram[str(order)]['bpc']:.3f} bpc", flush=True)
+        print(
+            f"Kneser-Ney order {order}: {ngram[str(order)]['bpc']:.3f} bpc", flush=True
+        )
 
     # learning-rate sweep: short runs, scored on the curve slice
     sweep = {}
     for kind, lrs in LR_SWEEP.items():
         sweep[kind] = {}
         for lr in lrs:
-            model, _ = train_for(kind, seeds[0], lr, sizes["sweep_seconds"], data, sizes, False)
+            model, _ = train_for(
+                kind, seeds[0], lr, sizes["sweep_seconds"], data, sizes, False
+            )
             sweep[kind][str(lr)] = evaluate_bpc(model, data["curve"], sizes["block"])
         print(f"sweep {kind}: {sweep[kind]}", flush=True)
     best_lr = {k: float(min(v, key=v.get)) for k, v in sweep.items()}
@@ -293,10 +351,15 @@ def main() -> None:
         record["bpc"] = evaluate_bpc(model, data["valid"], sizes["block"])
         record["samples"] = {
             name: PROMPT
-            + decode(data["chars"][i] for i in continue_text(model, prompt, n_sample, temp, s))
+            + decode(
+                data["chars"][i]
+                for i in continue_text(model, prompt, n_sample, temp, s)
+            )
             for name, temp, s in SAMPLES
         }
-        print(f"{kind} seed {seed}, {budget:.0f} s: {record['bpc']:.3f} bpc", flush=True)
+        print(
+            f"{kind} seed {seed}, {budget:.0f} s: {record['bpc']:.3f} bpc", flush=True
+        )
         return record
 
     models = {}
@@ -313,8 +376,15 @@ def main() -> None:
     best_ngram = min(ngram, key=lambda o: ngram[o]["bpc"])
     mean["ngram"] = ngram[best_ngram]["bpc"]
     winner = min(mean, key=mean.get)
-    verdicts = [{"budget_cpu_seconds": budget, "seeds": len(seeds), "bpc": mean,
-                 "best_ngram_order": int(best_ngram), "winner": winner}]  # fmt: skip
+    verdicts = [
+        {
+            "budget_cpu_seconds": budget,
+            "seeds": len(seeds),
+            "bpc": mean,
+            "best_ngram_order": int(best_ngram),
+            "winner": winner,
+        }
+    ]
     extended = []
     for factor in sizes["extended"]:
         if verdicts[-1]["winner"] == "transformer":
@@ -323,16 +393,26 @@ def main() -> None:
         ext = {
             "budget_cpu_seconds": ext_budget,
             "seed": seeds[0],
-            "runs": {k: run_model(k, seeds[0], ext_budget) for k in ("lstm", "transformer")},
+            "runs": {
+                k: run_model(k, seeds[0], ext_budget) for k in ("lstm", "transformer")
+            },
         }
         extended.append(ext)
         ext_bpc = {k: r["bpc"] for k, r in ext["runs"].items()}
         ext_bpc["ngram"] = mean["ngram"]
-        verdicts.append({"budget_cpu_seconds": ext_budget, "seeds": 1, "bpc": ext_bpc,
-                         "best_ngram_order": int(best_ngram),
-                         "winner": min(ext_bpc, key=ext_bpc.get)})  # fmt: skip
+        verdicts.append(
+            {
+                "budget_cpu_seconds": ext_budget,
+                "seeds": 1,
+                "bpc": ext_bpc,
+                "best_ngram_order": int(best_ngram),
+                "winner": min(ext_bpc, key=ext_bpc.get),
+            }
+        )
     for v in verdicts:
-        print(f"at {v['budget_cpu_seconds']:.0f} CPU s: winner {v['winner']}, {v['bpc']}")
+        print(
+            f"at {v['budget_cpu_seconds']:.0f} CPU s: winner {v['winner']}, {v['bpc']}"
+        )
 
     out = {
         "name": NAME,
@@ -358,13 +438,15 @@ def main() -> None:
             "optimizer": "AdamW",
             "weight_decay": WEIGHT_DECAY,
             "clip_norm": CLIP,
-            "schedule": f"{WARMUP} linear warm-up steps, then cosine to 0.1x over the budget",
+            "schedule": (
+                f"{WARMUP} linear warm-up steps, then cosine to 0.1x over the budget"
+            ),
             "dropout": 0.0,
             "lr_sweep": {
                 "cpu_seconds_each": sizes["sweep_seconds"],
                 "seed": seeds[0],
                 "bpc_on_curve_slice": sweep,
-            },  # fmt: skip
+            },
         },
         "prompt": PROMPT,
         "ngram": ngram,
@@ -372,12 +454,12 @@ def main() -> None:
         "extended": extended,
         "verdicts": verdicts,
         "notes": (
-            "bpc is bits per predicted character of the validation stream. n-grams predict "
-            "every character with an unbroken context; the networks predict all but the "
-            "first, with the context restarting every eval_context characters. Curves: "
-            "[CPU seconds of training, tokens seen, bpc on the first curve_chars validation "
-            "characters]. Extended runs (a list, empty if the Transformer won at the budget) "
-            "are one seed each."
+            "bpc is bits per predicted character of the validation stream. n-grams "
+            "predict every character with an unbroken context; the networks predict "
+            "all but the first, with the context restarting every eval_context "
+            "characters. Curves: [CPU seconds of training, tokens seen, bpc on the "
+            "first curve_chars validation characters]. Extended runs (a list, empty if "
+            "the Transformer won at the budget) are one seed each."
         ),
         "cpu_seconds": time.process_time() - cpu0,
         "wall_seconds": time.perf_counter() - wall0,
@@ -385,7 +467,10 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1) + "\n")
-    print(f"CPU {out['cpu_seconds']:.0f} s in {out['wall_seconds']:.0f} s wall; wrote {args.out}")
+    print(
+        f"CPU {out['cpu_seconds']:.0f} s in {out['wall_seconds']:.0f} s wall; wrote "
+        f"{args.out}"
+    )
 
 
 if __name__ == "__main__":

@@ -74,23 +74,63 @@ NAME = "ch10_long"
 RESULTS = Path(__file__).resolve().parent / "results" / f"{NAME}.json"
 PROMPT = "An object is "
 FULL = dict(
-    budget=1500.0, batch=16, block=128, order=7,
-    curve_chars=20000, sample_chars=100,
-    transformer=dict(d_model=128, n_heads=4, n_layers=4, d_ff=512, dropout=0.1,
-                     lr=2e-3, weight_decay=0.1, warmup=100),
-    transformer_c96=dict(d_model=96, n_heads=4, n_layers=3, d_ff=384, dropout=0.05,
-                         lr=3e-3, weight_decay=0.1, warmup=100),
+    budget=1500.0,
+    batch=16,
+    block=128,
+    order=7,
+    curve_chars=20000,
+    sample_chars=100,
+    transformer=dict(
+        d_model=128,
+        n_heads=4,
+        n_layers=4,
+        d_ff=512,
+        dropout=0.1,
+        lr=2e-3,
+        weight_decay=0.1,
+        warmup=100,
+    ),
+    transformer_c96=dict(
+        d_model=96,
+        n_heads=4,
+        n_layers=3,
+        d_ff=384,
+        dropout=0.05,
+        lr=3e-3,
+        weight_decay=0.1,
+        warmup=100,
+    ),
     lstm=dict(embed=128, hidden=384, lr=3e-2, weight_decay=0.01, warmup=20),
-)  # fmt: skip
+)
 QUICK = dict(
-    budget=1.0, batch=4, block=32, order=3,
-    curve_chars=2000, sample_chars=40,
-    transformer=dict(d_model=32, n_heads=2, n_layers=1, d_ff=64, dropout=0.1,
-                     lr=2e-3, weight_decay=0.1, warmup=5),
-    transformer_c96=dict(d_model=16, n_heads=2, n_layers=1, d_ff=32, dropout=0.05,
-                         lr=3e-3, weight_decay=0.1, warmup=5),
+    budget=1.0,
+    batch=4,
+    block=32,
+    order=3,
+    curve_chars=2000,
+    sample_chars=40,
+    transformer=dict(
+        d_model=32,
+        n_heads=2,
+        n_layers=1,
+        d_ff=64,
+        dropout=0.1,
+        lr=2e-3,
+        weight_decay=0.1,
+        warmup=5,
+    ),
+    transformer_c96=dict(
+        d_model=16,
+        n_heads=2,
+        n_layers=1,
+        d_ff=32,
+        dropout=0.05,
+        lr=3e-3,
+        weight_decay=0.1,
+        warmup=5,
+    ),
     lstm=dict(embed=16, hidden=32, lr=3e-2, weight_decay=0.01, warmup=5),
-)  # fmt: skip
+)
 SAMPLES = (("greedy", 0.0, 0), ("temperature_0.8_seed_0", 0.8, 0))
 
 
@@ -99,10 +139,15 @@ def build(kind: str, vocab_size: int, sizes: dict) -> nn.Module:
     if kind == "lstm":
         return CharLSTM(vocab_size, spec["embed"], spec["hidden"])
     config = DecoderOnlyConfig(
-        vocab_size=vocab_size, d_model=spec["d_model"], n_heads=spec["n_heads"],
-        n_layers=spec["n_layers"], d_ff=spec["d_ff"], dropout=spec["dropout"],
-        max_len=sizes["block"], mask_pad=False,
-    )  # fmt: skip
+        vocab_size=vocab_size,
+        d_model=spec["d_model"],
+        n_heads=spec["n_heads"],
+        n_layers=spec["n_layers"],
+        d_ff=spec["d_ff"],
+        dropout=spec["dropout"],
+        max_len=sizes["block"],
+        mask_pad=False,
+    )
     return DecoderOnlyTransformer(config)
 
 
@@ -133,24 +178,34 @@ def run(job: tuple[str, int, float, float, bool]) -> dict:
     samples = {
         name: PROMPT
         + "".join(
-            data["chars"][i] for i in continue_text(model, prompt, sizes["sample_chars"], temp, s)
+            data["chars"][i]
+            for i in continue_text(model, prompt, sizes["sample_chars"], temp, s)
         )
         for name, temp, s in SAMPLES
     }
     return {
-        "kind": kind, "seed": seed, "lr": lr, "cpu_seconds": used, "steps": steps,
+        "kind": kind,
+        "seed": seed,
+        "lr": lr,
+        "cpu_seconds": used,
+        "steps": steps,
         "tokens": steps * sizes["batch"] * sizes["block"],
         "params": sum(p.numel() for p in model.parameters()),
         "bpc": evaluate_bpc(model, data["valid"], sizes["block"]),
-        "curve": curve, "samples": samples,
-    }  # fmt: skip
+        "curve": curve,
+        "samples": samples,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=1, help="seeds per network")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes, seconds in all")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="where to write the JSON")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny sizes, seconds in all"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=RESULTS, help="where to write the JSON"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     cpu0, wall0 = time.process_time(), time.perf_counter()
@@ -166,7 +221,11 @@ def main() -> None:
     print(f"Kneser-Ney order {sizes['order']}: {ngram['bpc']:.3f} bpc", flush=True)
     seeds = [book_seed() + i for i in range(args.seeds)]
     kinds = ("transformer", "transformer_c96", "lstm")
-    jobs = [(k, s, sizes[k]["lr"], sizes["budget"], args.quick) for s in seeds for k in kinds]
+    jobs = [
+        (k, s, sizes[k]["lr"], sizes["budget"], args.quick)
+        for s in seeds
+        for k in kinds
+    ]
     with ProcessPoolExecutor(max_workers=len(kinds)) as pool:
         records = list(pool.map(run, jobs))
     child_cpu = sum(r["cpu_seconds"] for r in records)

@@ -1,4 +1,5 @@
-"""Chapter 10: the book's own small scaling law, validation loss against training compute.
+"""Chapter 10: the book's own small scaling law, validation loss against training
+compute.
 
 Five character-level ``DecoderOnlyTransformer`` models of growing size (``SIZES``:
 C = 32 to 192, 2 to 4 layers, FFN 4C, block 64) learn the Python help topics
@@ -45,7 +46,13 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from transformer.gpt import DecoderOnlyConfig, DecoderOnlyTransformer
-from transformer.lm import documents, iter_eval_blocks, lm_batches, lm_loss, split_documents
+from transformer.lm import (
+    documents,
+    iter_eval_blocks,
+    lm_batches,
+    lm_loss,
+    split_documents,
+)
 from transformer.utils import book_seed, machine_summary, seed_everything, seed_spread
 
 NAME = "ch10_scaling"
@@ -66,7 +73,8 @@ FRACTIONS = (0.125, 0.25, 0.5, 1.0)
 
 @torch.no_grad()
 def evaluate_nats(model: nn.Module, ids: torch.Tensor, block: int) -> float:
-    """Mean nats per predicted character over the stream (context restarts every block)."""
+    """Mean nats per predicted character over the stream (context restarts every
+    block)."""
     model.eval()
     total, n = 0.0, 0
     for x, y in iter_eval_blocks(ids, block, batch_size=64):
@@ -87,7 +95,9 @@ def matmul_params(model: DecoderOnlyTransformer) -> int:
     return blocks + model.output.weight.numel()
 
 
-def counted_step_flops(model: DecoderOnlyTransformer, x: torch.Tensor, y: torch.Tensor) -> int:
+def counted_step_flops(
+    model: DecoderOnlyTransformer, x: torch.Tensor, y: torch.Tensor
+) -> int:
     """FLOPs of one forward and backward pass, counted by FlopCounterMode.
 
     Counted on a copy whose attention runs the readable path (plain matrix products):
@@ -104,18 +114,29 @@ def counted_step_flops(model: DecoderOnlyTransformer, x: torch.Tensor, y: torch.
     return counter.get_total_flops()
 
 
-def run_size(d_model: int, n_layers: int, n_heads: int, data: dict, sizes: dict, seed: int):
+def run_size(
+    d_model: int, n_layers: int, n_heads: int, data: dict, sizes: dict, seed: int
+):
     seed_everything(seed)
     block, batch = sizes["block"], sizes["batch"]
     config = DecoderOnlyConfig(
-        vocab_size=data["vocab_size"], d_model=d_model, n_heads=n_heads, n_layers=n_layers,
-        d_ff=4 * d_model, dropout=0.0, max_len=block, mask_pad=False,
-    )  # fmt: skip
+        vocab_size=data["vocab_size"],
+        d_model=d_model,
+        n_heads=n_heads,
+        n_layers=n_layers,
+        d_ff=4 * d_model,
+        dropout=0.0,
+        max_len=block,
+        mask_pad=False,
+    )
     model = DecoderOnlyTransformer(config)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     rest = [p for p in model.parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": WEIGHT_DECAY}, {"params": rest, "weight_decay": 0.0}],
+        [
+            {"params": decay, "weight_decay": WEIGHT_DECAY},
+            {"params": rest, "weight_decay": 0.0},
+        ],
         lr=LR,
     )
     tokens_per_step = batch * block
@@ -146,24 +167,36 @@ def run_size(d_model: int, n_layers: int, n_heads: int, data: dict, sizes: dict,
         used += time.process_time() - t
         if k in checkpoints:
             nats = evaluate_nats(model, data["valid"], block)
-            points.append({
-                "steps": k, "tokens": k * tokens_per_step, "flops": k * flops_step,
-                "val_nats_per_char": nats, "val_bpc": nats / math.log(2),
-                "cpu_seconds": used,
-            })  # fmt: skip
-            print(f"C={d_model} L={n_layers} step {k}: {nats:.3f} nats/char", flush=True)
+            points.append(
+                {
+                    "steps": k,
+                    "tokens": k * tokens_per_step,
+                    "flops": k * flops_step,
+                    "val_nats_per_char": nats,
+                    "val_bpc": nats / math.log(2),
+                    "cpu_seconds": used,
+                }
+            )
+            print(
+                f"C={d_model} L={n_layers} step {k}: {nats:.3f} nats/char", flush=True
+            )
     return {
         "name": f"C{d_model}-L{n_layers}",
-        "d_model": d_model, "n_layers": n_layers, "n_heads": n_heads, "d_ff": 4 * d_model,
-        "params": model.num_parameters(), "matmul_params": n_matmul,
+        "d_model": d_model,
+        "n_layers": n_layers,
+        "n_heads": n_heads,
+        "d_ff": 4 * d_model,
+        "params": model.num_parameters(),
+        "matmul_params": n_matmul,
         "flops_per_step_counted": flops_step,
-        "flops_per_step_6nd": six_nd, "flops_per_step_6nd_plus_attention": six_nd + attention,
+        "flops_per_step_6nd": six_nd,
+        "flops_per_step_6nd_plus_attention": six_nd + attention,
         "counted_over_6nd": flops_step / six_nd,
         "counted_over_6nd_plus_attention": flops_step / (six_nd + attention),
         "attention_share_of_counted": 1 - six_nd / flops_step,
         "tokens_per_second": total_steps * tokens_per_step / max(used, 1e-9),
         "points": points,
-    }  # fmt: skip
+    }
 
 
 def frontier(rows: list[dict]) -> list[dict]:
@@ -179,8 +212,12 @@ def frontier(rows: list[dict]) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=2, help="seeds per model size")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes, seconds in all")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="where to write the JSON")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny sizes, seconds in all"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=RESULTS, help="where to write the JSON"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     cpu0, wall0 = time.process_time(), time.perf_counter()
@@ -195,21 +232,34 @@ def main() -> None:
     def encode(parts: list[tuple[str, str]]) -> torch.Tensor:
         return torch.tensor([index[c] for c in "\n\n".join(t for _, t in parts)])
 
-    data = {"train": encode(train_docs), "valid": encode(valid_docs), "vocab_size": len(chars)}
+    data = {
+        "train": encode(train_docs),
+        "valid": encode(valid_docs),
+        "vocab_size": len(chars),
+    }
     seeds = [book_seed() + i for i in range(args.seeds)]
-    runs = {str(s): [run_size(*shape, data, sizes, s) for shape in shapes] for s in seeds}
+    runs = {
+        str(s): [run_size(*shape, data, sizes, s) for shape in shapes] for s in seeds
+    }
     first = runs[str(seeds[0])]
     table = []
     for i, m in enumerate(first):
         for j, p in enumerate(m["points"]):
             by_seed = [runs[str(s)][i]["points"][j]["val_nats_per_char"] for s in seeds]
             nats = seed_spread(by_seed)
-            table.append({
-                "model": m["name"], "params": m["params"], "matmul_params": m["matmul_params"],
-                "tokens": p["tokens"], "flops": p["flops"], "val_nats_per_char": nats["mean"],
-                "val_bpc": nats["mean"] / math.log(2), "val_nats_std": nats["std"],
-                "val_nats_by_seed": by_seed,
-            })  # fmt: skip
+            table.append(
+                {
+                    "model": m["name"],
+                    "params": m["params"],
+                    "matmul_params": m["matmul_params"],
+                    "tokens": p["tokens"],
+                    "flops": p["flops"],
+                    "val_nats_per_char": nats["mean"],
+                    "val_bpc": nats["mean"] / math.log(2),
+                    "val_nats_std": nats["std"],
+                    "val_nats_by_seed": by_seed,
+                }
+            )
     front = frontier(table)
     fit = None
     if len(front) >= 2:
@@ -217,16 +267,22 @@ def main() -> None:
         log_l = np.log([r["val_nats_per_char"] for r in front])
         slope, intercept = np.polyfit(log_c, log_l, 1)
         resid = log_l - (slope * log_c + intercept)
-        r2 = 1 - float(np.sum(resid**2)) / max(float(np.sum((log_l - log_l.mean()) ** 2)), 1e-30)
-        fit = {"a": float(math.exp(intercept)), "b": float(-slope), "r2_log": r2,
-               "n_points": len(front),
-               "form": "val_nats_per_char = a * flops ** -b, on the frontier"}  # fmt: skip
+        r2 = 1 - float(np.sum(resid**2)) / max(
+            float(np.sum((log_l - log_l.mean()) ** 2)), 1e-30
+        )
+        fit = {
+            "a": float(math.exp(intercept)),
+            "b": float(-slope),
+            "r2_log": r2,
+            "n_points": len(front),
+            "form": "val_nats_per_char = a * flops ** -b, on the frontier",
+        }
     for row in table:
         mark = "*" if row in front else " "
         print(
-            f"{mark} {row['model']:>8} {row['params']:>9,} params {row['tokens']:>9,} tokens "
-            f"{row['flops']:.2e} FLOPs: {row['val_nats_per_char']:.3f} "
-            f"+- {row['val_nats_std']:.3f} nats/char"
+            f"{mark} {row['model']:>8} {row['params']:>9,} params {row['tokens']:>9,} "
+            f"tokens {row['flops']:.2e} FLOPs: {row['val_nats_per_char']:.3f} +- "
+            f"{row['val_nats_std']:.3f} nats/char"
         )
     out = {
         "name": NAME,
@@ -253,10 +309,10 @@ def main() -> None:
             "schedule": f"{WARMUP} linear warm-up steps, then constant",
             "dropout": 0.0,
             "checkpoint_fractions": list(FRACTIONS),
-        },  # fmt: skip
+        },
         "flops_method": (
-            "FlopCounterMode on the first training step (forward + backward) times steps; "
-            "6 N D and 6 N D + 6 L T C D stored per model for comparison"
+            "FlopCounterMode on the first training step (forward + backward) times "
+            "steps; 6 N D and 6 N D + 6 L T C D stored per model for comparison"
         ),
         "models": first,
         "runs_by_seed": runs if len(seeds) > 1 else None,
@@ -264,9 +320,10 @@ def main() -> None:
         "frontier": front,
         "fit": fit,
         "notes": (
-            "flops in the table are counted FLOPs (FlopCounterMode) up to each checkpoint; "
-            "val losses are on the whole validation stream, the mean over seeds with its "
-            "sample standard deviation (val_nats_std); models holds the first seed's runs."
+            "flops in the table are counted FLOPs (FlopCounterMode) up to each "
+            "checkpoint; val losses are on the whole validation stream, the mean over "
+            "seeds with its sample standard deviation (val_nats_std); models holds the "
+            "first seed's runs."
         ),
         "cpu_seconds": time.process_time() - cpu0,
         "wall_seconds": time.perf_counter() - wall0,
@@ -274,7 +331,10 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1) + "\n")
-    print(f"CPU {out['cpu_seconds']:.0f} s in {out['wall_seconds']:.0f} s wall; wrote {args.out}")
+    print(
+        f"CPU {out['cpu_seconds']:.0f} s in {out['wall_seconds']:.0f} s wall; wrote "
+        f"{args.out}"
+    )
 
 
 if __name__ == "__main__":

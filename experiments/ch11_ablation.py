@@ -1,4 +1,5 @@
-"""Chapter 11: from the GPT-2 block to Llama's, one change at a time, on chapter 10's corpus.
+"""Chapter 11: from the GPT-2 block to Llama's, one change at a time, on chapter 10's
+corpus.
 
 Six character-level decoder-only models learn the Python help topics with chapter
 10's data (``ch10_baselines.load_data``: the same documents, the same split, the
@@ -60,41 +61,87 @@ from transformer.utils import book_seed, machine_summary, seed_everything, seed_
 NAME = "ch11_ablation"
 RESULTS = Path(__file__).resolve().parent / "results" / f"{NAME}.json"
 FULL = dict(
-    budget=35.0, batch=16, block=64, sweep_seconds=15.0, curve_chars=20000,
-    model=dict(d_model=64, n_heads=4, n_layers=2, d_ff=256), gqa_kv_heads=2,
-)  # fmt: skip
+    budget=35.0,
+    batch=16,
+    block=64,
+    sweep_seconds=15.0,
+    curve_chars=20000,
+    model=dict(d_model=64, n_heads=4, n_layers=2, d_ff=256),
+    gqa_kv_heads=2,
+)
 QUICK = dict(
-    budget=0.5, batch=4, block=32, sweep_seconds=0.2, curve_chars=2000,
-    model=dict(d_model=32, n_heads=4, n_layers=1, d_ff=128), gqa_kv_heads=2,
-)  # fmt: skip
+    budget=0.5,
+    batch=4,
+    block=32,
+    sweep_seconds=0.2,
+    curve_chars=2000,
+    model=dict(d_model=32, n_heads=4, n_layers=1, d_ff=128),
+    gqa_kv_heads=2,
+)
 LR_SWEEP = (1e-3, 3e-3, 1e-2)
-GPT2_BLOCK = dict(norm="layer", ffn="mlp", positional="learned", bias=True, activation="gelu")
+GPT2_BLOCK = dict(
+    norm="layer", ffn="mlp", positional="learned", bias=True, activation="gelu"
+)
 # each row: (name, what it changes, the config fields that differ from the GPT-2 block)
 ROWS = (
     ("gpt2", "chapter 10's GPT-2 block", {}),
     ("+rmsnorm", "RMSNorm instead of LayerNorm", dict(norm="rms")),
-    ("+swiglu", "SwiGLU instead of the GELU MLP, no biases",
-     dict(norm="rms", ffn="swiglu", activation="silu", bias=False)),
-    ("+rope", "rotary positions instead of the learned table",
-     dict(norm="rms", ffn="swiglu", activation="silu", bias=False, positional="rope")),
-    ("+gqa", "grouped-query attention (H / G key/value heads)",
-     dict(norm="rms", ffn="swiglu", activation="silu", bias=False, positional="rope",
-          n_kv_heads="gqa")),
-    ("mqa", "multi-query attention (one key/value head)",
-     dict(norm="rms", ffn="swiglu", activation="silu", bias=False, positional="rope",
-          n_kv_heads=1)),
-)  # fmt: skip
+    (
+        "+swiglu",
+        "SwiGLU instead of the GELU MLP, no biases",
+        dict(norm="rms", ffn="swiglu", activation="silu", bias=False),
+    ),
+    (
+        "+rope",
+        "rotary positions instead of the learned table",
+        dict(
+            norm="rms", ffn="swiglu", activation="silu", bias=False, positional="rope"
+        ),
+    ),
+    (
+        "+gqa",
+        "grouped-query attention (H / G key/value heads)",
+        dict(
+            norm="rms",
+            ffn="swiglu",
+            activation="silu",
+            bias=False,
+            positional="rope",
+            n_kv_heads="gqa",
+        ),
+    ),
+    (
+        "mqa",
+        "multi-query attention (one key/value head)",
+        dict(
+            norm="rms",
+            ffn="swiglu",
+            activation="silu",
+            bias=False,
+            positional="rope",
+            n_kv_heads=1,
+        ),
+    ),
+)
 
 
-def make_config(fields: dict, vocab_size: int, sizes: dict, d_ff: int) -> ModernDecoderConfig:
+def make_config(
+    fields: dict, vocab_size: int, sizes: dict, d_ff: int
+) -> ModernDecoderConfig:
     fields = {**GPT2_BLOCK, **fields}
     if fields.get("n_kv_heads") == "gqa":
         fields["n_kv_heads"] = sizes["gqa_kv_heads"]
     model = {**sizes["model"], "d_ff": d_ff}
     return ModernDecoderConfig(
-        vocab_size=vocab_size, max_len=sizes["block"], dropout=0.0, mask_pad=False,
-        tie_output=True, layer_norm_eps=1e-5, **model, **fields,
-    )  # fmt: skip
+        vocab_size=vocab_size,
+        max_len=sizes["block"],
+        dropout=0.0,
+        mask_pad=False,
+        tie_output=True,
+        layer_norm_eps=1e-5,
+        **model,
+        **fields,
+    )
 
 
 def count_params(config: ModernDecoderConfig) -> int:
@@ -110,12 +157,20 @@ def matched_d_ff(fields: dict, vocab_size: int, sizes: dict, target: int) -> int
     candidates = range(max(1, guess - guess // 2), guess + guess // 2 + 1)
     return min(
         candidates,
-        key=lambda f: (abs(count_params(make_config(fields, vocab_size, sizes, f)) - target), f),
+        key=lambda f: (
+            abs(count_params(make_config(fields, vocab_size, sizes, f)) - target),
+            f,
+        ),
     )
 
 
 def train_for(
-    config: ModernDecoderConfig, seed: int, lr: float, budget: float, data: dict, sizes: dict
+    config: ModernDecoderConfig,
+    seed: int,
+    lr: float,
+    budget: float,
+    data: dict,
+    sizes: dict,
 ) -> tuple[nn.Module, dict]:
     """Train one model for ``budget`` CPU seconds; return it and its record."""
     seed_everything(seed)
@@ -123,7 +178,10 @@ def train_for(
     decay = [p for p in model.parameters() if p.dim() >= 2]
     rest = [p for p in model.parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": WEIGHT_DECAY}, {"params": rest, "weight_decay": 0.0}],
+        [
+            {"params": decay, "weight_decay": WEIGHT_DECAY},
+            {"params": rest, "weight_decay": 0.0},
+        ],
         lr=lr,
     )
     g = torch.Generator().manual_seed(seed)
@@ -133,7 +191,9 @@ def train_for(
     while used < budget:
         t0 = time.process_time()
         frac = min(1.0, used / budget)
-        scale = min(1.0, (steps + 1) / WARMUP) * (0.1 + 0.45 * (1 + math.cos(math.pi * frac)))
+        scale = min(1.0, (steps + 1) / WARMUP) * (
+            0.1 + 0.45 * (1 + math.cos(math.pi * frac))
+        )
         for group in optimizer.param_groups:
             group["lr"] = lr * scale
         x, y = next(batches)
@@ -146,16 +206,23 @@ def train_for(
         steps += 1
     tokens = steps * sizes["batch"] * sizes["block"]
     record = {
-        "cpu_seconds": used, "steps": steps, "tokens": tokens, "tokens_per_second": tokens / used,
-    }  # fmt: skip
+        "cpu_seconds": used,
+        "steps": steps,
+        "tokens": tokens,
+        "tokens_per_second": tokens / used,
+    }
     return model, record
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3, help="seeds per row")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes, seconds in all")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="where to write the JSON")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny sizes, seconds in all"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=RESULTS, help="where to write the JSON"
+    )
     args = parser.parse_args()
     if args.seeds < 1:
         parser.error(f"--seeds must be at least 1, got {args.seeds}")
@@ -176,10 +243,14 @@ def main() -> None:
     # one shared learning-rate sweep, on the GPT-2 block
     sweep = {}
     for lr in LR_SWEEP:
-        model, _ = train_for(configs["gpt2"], seeds[0], lr, sizes["sweep_seconds"], data, sizes)
+        model, _ = train_for(
+            configs["gpt2"], seeds[0], lr, sizes["sweep_seconds"], data, sizes
+        )
         sweep[str(lr)] = evaluate_bpc(model, data["curve"], sizes["block"])
     best_lr = float(min(sweep, key=sweep.get))
-    print(f"sweep on the GPT-2 block: {sweep}; lr {best_lr:g} for every row", flush=True)
+    print(
+        f"sweep on the GPT-2 block: {sweep}; lr {best_lr:g} for every row", flush=True
+    )
 
     rows = []
     for name, change, _ in ROWS:
@@ -189,28 +260,44 @@ def main() -> None:
             model, record = train_for(config, seed, best_lr, budget, data, sizes)
             record["bpc"] = evaluate_bpc(model, data["valid"], sizes["block"])
             per_seed[str(seed)] = record
-            print(f"{name:>9} seed {seed}: {record['bpc']:.3f} bpc, {record['steps']} steps, "
-                  f"{record['tokens_per_second']:,.0f} tokens/s", flush=True)  # fmt: skip
+            print(
+                f"{name:>9} seed {seed}: {record['bpc']:.3f} bpc, {record['steps']} "
+                f"steps, {record['tokens_per_second']:,.0f} tokens/s",
+                flush=True,
+            )
         runs = list(per_seed.values())
-        rows.append({
-            "name": name, "change": change, "norm": config.norm, "ffn": config.ffn,
-            "positional": config.positional, "bias": config.bias,
-            "activation": config.activation, "n_heads": config.n_heads,
-            "n_kv_heads": config.kv_heads, "d_ff": config.d_ff,
-            "params": count_params(config), "per_seed": per_seed,
-            "summary": {
-                "bpc": seed_spread([r["bpc"] for r in runs]),
-                "steps": seed_spread([r["steps"] for r in runs]),
-                "tokens_per_second": seed_spread([r["tokens_per_second"] for r in runs]),
-            },
-        })  # fmt: skip
+        rows.append(
+            {
+                "name": name,
+                "change": change,
+                "norm": config.norm,
+                "ffn": config.ffn,
+                "positional": config.positional,
+                "bias": config.bias,
+                "activation": config.activation,
+                "n_heads": config.n_heads,
+                "n_kv_heads": config.kv_heads,
+                "d_ff": config.d_ff,
+                "params": count_params(config),
+                "per_seed": per_seed,
+                "summary": {
+                    "bpc": seed_spread([r["bpc"] for r in runs]),
+                    "steps": seed_spread([r["steps"] for r in runs]),
+                    "tokens_per_second": seed_spread(
+                        [r["tokens_per_second"] for r in runs]
+                    ),
+                },
+            }
+        )
     header = f"{'row':>9} {'params':>8} {'F':>4} {'bpc mean ± std':>16} {'steps':>6}"
     print(f"\n{header} {'tokens/s':>9}")
     for row in rows:
         s = row["summary"]
-        print(f"{row['name']:>9} {row['params']:>8,} {row['d_ff']:>4} "
-              f"{s['bpc']['mean']:>8.3f} ± {s['bpc']['std']:.3f} {s['steps']['mean']:>6.0f} "
-              f"{s['tokens_per_second']['mean']:>9,.0f}")  # fmt: skip
+        print(
+            f"{row['name']:>9} {row['params']:>8,} {row['d_ff']:>4} "
+            f"{s['bpc']['mean']:>8.3f} ± {s['bpc']['std']:.3f} "
+            f"{s['steps']['mean']:>6.0f} {s['tokens_per_second']['mean']:>9,.0f}"
+        )
 
     out = {
         "name": NAME,
@@ -218,7 +305,9 @@ def main() -> None:
         "quick": args.quick,
         "seeds": seeds,
         "data": {
-            "corpus": "Python help topics, transformer.lm.documents() (chapter 10's split)",
+            "corpus": (
+                "Python help topics, transformer.lm.documents() (chapter 10's split)"
+            ),
             "split_seed": 0,
             "n_train_chars": len(data["train_text"]),
             "n_valid_chars": len(data["valid_text"]),
@@ -227,7 +316,12 @@ def main() -> None:
             "eval_context": sizes["block"],
         },
         "budget_cpu_seconds": budget,
-        "model": {**sizes["model"], "block": sizes["block"], "tie_output": True, "dropout": 0.0},
+        "model": {
+            **sizes["model"],
+            "block": sizes["block"],
+            "tie_output": True,
+            "dropout": 0.0,
+        },
         "params_target": target,
         "training": {
             "batch_size": sizes["batch"],
@@ -236,7 +330,9 @@ def main() -> None:
             "optimizer": "AdamW",
             "weight_decay": WEIGHT_DECAY,
             "clip_norm": CLIP,
-            "schedule": f"{WARMUP} linear warm-up steps, then cosine to 0.1x over the budget",
+            "schedule": (
+                f"{WARMUP} linear warm-up steps, then cosine to 0.1x over the budget"
+            ),
             "lr": best_lr,
             "lr_sweep": {
                 "on": "gpt2",
@@ -248,10 +344,11 @@ def main() -> None:
         },
         "rows": rows,
         "notes": (
-            "Rows are cumulative: each adds one change to the row above, except mqa, which "
-            "is +gqa with one key/value head. bpc is bits per predicted character of the "
-            "whole validation stream, the context restarting every eval_context characters. "
-            "tokens_per_second: training characters per CPU second of training, one thread."
+            "Rows are cumulative: each adds one change to the row above, except mqa, "
+            "which is +gqa with one key/value head. bpc is bits per predicted "
+            "character of the whole validation stream, the context restarting every "
+            "eval_context characters. tokens_per_second: training characters per CPU "
+            "second of training, one thread."
         ),
         "cpu_seconds": time.process_time() - cpu0,
         "wall_seconds": time.perf_counter() - wall0,
@@ -259,7 +356,10 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1) + "\n")
-    print(f"CPU {out['cpu_seconds']:.0f} s in {out['wall_seconds']:.0f} s wall; wrote {args.out}")
+    print(
+        f"CPU {out['cpu_seconds']:.0f} s in {out['wall_seconds']:.0f} s wall; wrote "
+        f"{args.out}"
+    )
 
 
 if __name__ == "__main__":

@@ -81,7 +81,9 @@ def corpus_chunks(tok: EncoderTokenizer, length: int) -> list[list[int]]:
     return rows
 
 
-def make_encoder(tok: EncoderTokenizer, sizes: dict, seed: int) -> EncoderOnlyTransformer:
+def make_encoder(
+    tok: EncoderTokenizer, sizes: dict, seed: int
+) -> EncoderOnlyTransformer:
     seed_everything(seed)
     config = EncoderOnlyConfig(
         vocab_size=tok.vocab_size,
@@ -94,7 +96,9 @@ def make_encoder(tok: EncoderTokenizer, sizes: dict, seed: int) -> EncoderOnlyTr
     return EncoderOnlyTransformer(config)
 
 
-def warmup(optimizer: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+def warmup(
+    optimizer: torch.optim.Optimizer, steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warm-up over a tenth of the steps, then linear decay to zero."""
     w = max(1, steps // 10)
     return torch.optim.lr_scheduler.LambdaLR(
@@ -102,7 +106,9 @@ def warmup(optimizer: torch.optim.Optimizer, steps: int) -> torch.optim.lr_sched
     )
 
 
-def pretrain(model: EncoderOnlyTransformer, chunks, tok, sizes: dict, seed: int) -> list:
+def pretrain(
+    model: EncoderOnlyTransformer, chunks, tok, sizes: dict, seed: int
+) -> list:
     steps = sizes["pretrain_steps"]
     opt = torch.optim.AdamW(model.parameters(), lr=PRETRAIN_LR, weight_decay=0.01)
     batches = MaskedLMBatches(chunks, tok, batch_size=sizes["batch"], seed=seed)
@@ -147,8 +153,12 @@ def encode(tok: EncoderTokenizer, docs, length: int):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3, help="seeds")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes, seconds in all")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="where to write the JSON")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny sizes, seconds in all"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=RESULTS, help="where to write the JSON"
+    )
     args = parser.parse_args()
     if args.seeds < 1:
         parser.error("--seeds must be at least 1")
@@ -232,7 +242,10 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1) + "\n")
-    print(f"CPU {out['cpu_seconds']:.0f} s in {out['wall_seconds']:.0f} s wall; wrote {args.out}")
+    print(
+        f"CPU {out['cpu_seconds']:.0f} s in {out['wall_seconds']:.0f} s wall; wrote "
+        f"{args.out}"
+    )
 
 
 if __name__ == "__main__":

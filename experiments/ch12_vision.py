@@ -73,14 +73,18 @@ def make_model(name: str, seed: int) -> nn.Module:
     return MLP(64, 10)
 
 
-def schedule(optimizer: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+def schedule(
+    optimizer: torch.optim.Optimizer, steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     w = max(1, steps // 10)
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min((s + 1) / w, max(0.0, (steps - s) / (steps - w + 1)))
     )
 
 
-def fit(name: str, x, y, steps: int, batch: int, lr: float, seed: int) -> tuple[nn.Module, float]:
+def fit(
+    name: str, x, y, steps: int, batch: int, lr: float, seed: int
+) -> tuple[nn.Module, float]:
     clf = Classifier(make_model(name, seed))
     opt = torch.optim.AdamW(clf.parameters(), lr=lr, weight_decay=0.01)
     t0 = time.process_time()
@@ -104,8 +108,12 @@ def score(clf: nn.Module, x, y) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3, help="seeds")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes, seconds in all")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="where to write the JSON")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny sizes, seconds in all"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=RESULTS, help="where to write the JSON"
+    )
     args = parser.parse_args()
     if args.seeds < 1:
         parser.error("--seeds must be at least 1")
@@ -128,7 +136,9 @@ def main() -> None:
                 seeds[0],
             )
             sweep[name][str(lr)] = score(clf, x[:n_val], y[:n_val])
-    best = {name: float(max(sweep[name], key=lambda k: sweep[name][k])) for name in MODELS}
+    best = {
+        name: float(max(sweep[name], key=lambda k: sweep[name][k])) for name in MODELS
+    }
     rows = []
     for name in MODELS:
         per_seed = {}
@@ -153,7 +163,9 @@ def main() -> None:
             k = len(x) if n == "all" else n
             accs = []
             for seed in seeds:
-                idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:k]
+                idx = torch.randperm(
+                    len(x), generator=torch.Generator().manual_seed(seed)
+                )[:k]
                 clf, _ = fit(
                     name,
                     x[idx],
@@ -201,7 +213,10 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1) + "\n")
-    print(f"CPU {out['cpu_seconds']:.0f} s in {out['wall_seconds']:.0f} s wall; wrote {args.out}")
+    print(
+        f"CPU {out['cpu_seconds']:.0f} s in {out['wall_seconds']:.0f} s wall; wrote "
+        f"{args.out}"
+    )
 
 
 if __name__ == "__main__":

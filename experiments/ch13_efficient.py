@@ -54,17 +54,51 @@ NAME = "ch13_efficient"
 RESULTS = Path(__file__).resolve().parent / "results" / f"{NAME}.json"
 LR = 3e-3
 FULL = dict(
-    needle=dict(length=128, keys=8, d_model=32, n_heads=2, n_layers=2, d_ff=64,
-                batch=32, steps=300, n_test=2000),
-    charlm=dict(block=128, d_model=64, n_heads=4, n_layers=2, d_ff=256, batch=16,
-                steps=250, eval_chars=40000),
-)  # fmt: skip
+    needle=dict(
+        length=128,
+        keys=8,
+        d_model=32,
+        n_heads=2,
+        n_layers=2,
+        d_ff=64,
+        batch=32,
+        steps=300,
+        n_test=2000,
+    ),
+    charlm=dict(
+        block=128,
+        d_model=64,
+        n_heads=4,
+        n_layers=2,
+        d_ff=256,
+        batch=16,
+        steps=250,
+        eval_chars=40000,
+    ),
+)
 QUICK = dict(
-    needle=dict(length=32, keys=4, d_model=16, n_heads=2, n_layers=1, d_ff=32,
-                batch=8, steps=3, n_test=50),
-    charlm=dict(block=32, d_model=16, n_heads=2, n_layers=1, d_ff=32, batch=4,
-                steps=3, eval_chars=500),
-)  # fmt: skip
+    needle=dict(
+        length=32,
+        keys=4,
+        d_model=16,
+        n_heads=2,
+        n_layers=1,
+        d_ff=32,
+        batch=8,
+        steps=3,
+        n_test=50,
+    ),
+    charlm=dict(
+        block=32,
+        d_model=16,
+        n_heads=2,
+        n_layers=1,
+        d_ff=32,
+        batch=4,
+        steps=3,
+        eval_chars=500,
+    ),
+)
 # each method: (name in METHODS, options for the needle task, options for the LM)
 METHODS = (
     ("full", {}, {}),
@@ -74,7 +108,7 @@ METHODS = (
     ("linformer", dict(proj_len=16), None),
     ("linear", {}, {}),
     ("performer", dict(n_features=32), dict(n_features=32)),
-)  # fmt: skip
+)
 
 
 class NeedleClassifier(nn.Module):
@@ -86,7 +120,8 @@ class NeedleClassifier(nn.Module):
         self.embedding = nn.Embedding(10 + s["keys"] + 1, C)
         self.positions = nn.Parameter(0.02 * torch.randn(s["length"], C))
         self.layers = nn.ModuleList(
-            EncoderLayer(C, s["n_heads"], s["d_ff"], norm_first=True) for _ in range(s["n_layers"])
+            EncoderLayer(C, s["n_heads"], s["d_ff"], norm_first=True)
+            for _ in range(s["n_layers"])
         )
         self.norm = nn.LayerNorm(C)
         self.head = nn.Linear(C, s["keys"])
@@ -98,7 +133,9 @@ class NeedleClassifier(nn.Module):
         return self.head(self.norm(x[:, -1]))  # (B, keys)
 
 
-def needle_batch(n: int, s: dict, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def needle_batch(
+    n: int, s: dict, g: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """n sequences of digits with one letter at a random place, and that letter."""
     T = s["length"]
     ids = torch.randint(0, 10, (n, T), generator=g)  # digits 0-9
@@ -111,7 +148,9 @@ def needle_batch(n: int, s: dict, g: torch.Generator) -> tuple[torch.Tensor, tor
 
 def schedule(optimizer: torch.optim.Optimizer, step: int, steps: int) -> None:
     frac = step / steps
-    scale = min(1.0, (step + 1) / WARMUP) * (0.1 + 0.45 * (1 + math.cos(math.pi * frac)))
+    scale = min(1.0, (step + 1) / WARMUP) * (
+        0.1 + 0.45 * (1 + math.cos(math.pi * frac))
+    )
     for group in optimizer.param_groups:
         group["lr"] = LR * scale
 
@@ -119,8 +158,10 @@ def schedule(optimizer: torch.optim.Optimizer, step: int, steps: int) -> None:
 def make_optimizer(model: nn.Module) -> torch.optim.Optimizer:
     decay = [p for p in model.parameters() if p.dim() >= 2]
     rest = [p for p in model.parameters() if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": WEIGHT_DECAY},
-              {"params": rest, "weight_decay": 0.0}]  # fmt: skip
+    groups = [
+        {"params": decay, "weight_decay": WEIGHT_DECAY},
+        {"params": rest, "weight_decay": 0.0},
+    ]
     return torch.optim.AdamW(groups, lr=LR)
 
 
@@ -163,10 +204,15 @@ def run_needle(method: str, options: dict, seed: int, s: dict) -> dict:
 def run_charlm(method: str, options: dict, seed: int, s: dict, data: dict) -> dict:
     seed_everything(seed)
     config = DecoderOnlyConfig(
-        vocab_size=len(data["chars"]), d_model=s["d_model"], n_heads=s["n_heads"],
-        n_layers=s["n_layers"], d_ff=s["d_ff"], max_len=s["block"], dropout=0.0,
+        vocab_size=len(data["chars"]),
+        d_model=s["d_model"],
+        n_heads=s["n_heads"],
+        n_layers=s["n_layers"],
+        d_ff=s["d_ff"],
+        max_len=s["block"],
+        dropout=0.0,
         mask_pad=False,
-    )  # fmt: skip
+    )
     model = DecoderOnlyTransformer(config)
     if method != "full":
         use_efficient_attention(model, method, **options)
@@ -186,8 +232,12 @@ def run_charlm(method: str, options: dict, seed: int, s: dict, data: dict) -> di
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3, help="seeds per method")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes, seconds in all")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="where to write the JSON")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny sizes, seconds in all"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=RESULTS, help="where to write the JSON"
+    )
     args = parser.parse_args()
     if args.seeds < 1:
         parser.error(f"--seeds must be at least 1, got {args.seeds}")
@@ -200,8 +250,10 @@ def main() -> None:
 
     tasks: dict[str, list] = {"needle": [], "charlm": []}
     for method, needle_options, lm_options in METHODS:
-        for task, options, score in (("needle", needle_options, "accuracy"),
-                                     ("charlm", lm_options, "bpc")):  # fmt: skip
+        for task, options, score in (
+            ("needle", needle_options, "accuracy"),
+            ("charlm", lm_options, "bpc"),
+        ):
             if options is None:  # Linformer cannot be causal
                 continue
             per_seed = {}
@@ -212,16 +264,23 @@ def main() -> None:
                     record = run_charlm(method, options, seed, lm, data)
                 per_seed[str(seed)] = record
                 cpu, value = record["cpu_seconds"], record[score]
-                print(f"{task:>6} {method:>9} seed {seed}: {score} {value:.3f}, "
-                      f"{cpu:.1f} CPU s", flush=True)  # fmt: skip
+                print(
+                    f"{task:>6} {method:>9} seed {seed}: {score} {value:.3f}, "
+                    f"{cpu:.1f} CPU s",
+                    flush=True,
+                )
             runs = list(per_seed.values())
-            tasks[task].append({
-                "method": method, "options": options, "per_seed": per_seed,
-                "summary": {
-                    score: seed_spread([r[score] for r in runs]),
-                    "cpu_seconds": seed_spread([r["cpu_seconds"] for r in runs]),
-                },
-            })  # fmt: skip
+            tasks[task].append(
+                {
+                    "method": method,
+                    "options": options,
+                    "per_seed": per_seed,
+                    "summary": {
+                        score: seed_spread([r[score] for r in runs]),
+                        "cpu_seconds": seed_spread([r["cpu_seconds"] for r in runs]),
+                    },
+                }
+            )
 
     out = {
         "name": NAME,
@@ -235,10 +294,12 @@ def main() -> None:
             "weight_decay": WEIGHT_DECAY,
             "clip_norm": CLIP,
             "schedule": f"{WARMUP} linear warm-up steps, then cosine to 0.1x",
-        },  # fmt: skip
+        },
         "data": {
             "needle": "generated: digits with one letter at a random place, then '?'",
-            "charlm": "Python help topics, transformer.lm.documents() (chapter 10's split)",
+            "charlm": (
+                "Python help topics, transformer.lm.documents() (chapter 10's split)"
+            ),
             "charlm_eval_chars": len(data["curve"]) - 1,
         },
         "tasks": tasks,

@@ -54,12 +54,18 @@ RESULTS = Path(__file__).resolve().parent / "results" / f"{NAME}.json"
 VARIANTS = ("fp32", "bf16", "checkpointing", "compile")
 FULL = dict(
     model=dict(d_model=64, n_heads=4, n_layers=2, d_ff=256, block_size=128),
-    batch=16, warmup=2, steps=10, seeds=3,
-)  # fmt: skip
+    batch=16,
+    warmup=2,
+    steps=10,
+    seeds=3,
+)
 QUICK = dict(
     model=dict(d_model=32, n_heads=2, n_layers=1, d_ff=64, block_size=16),
-    batch=4, warmup=1, steps=2, seeds=1,
-)  # fmt: skip
+    batch=4,
+    warmup=1,
+    steps=2,
+    seeds=1,
+)
 
 
 def saved_bytes(model: torch.nn.Module, x: torch.Tensor, autocast: Any) -> int:
@@ -108,9 +114,12 @@ def measure(variant: str, seed: int, setup: dict[str, Any]) -> dict[str, Any]:
     tokens = setup["batch"] * config.block_size
     step = statistics.median(cpu_times[setup["warmup"] :])
     return dict(
-        step_cpu_s=step, first_step_cpu_s=cpu_times[0], tokens_per_cpu_s=tokens / step,
-        saved_bytes=memory, losses=losses,
-    )  # fmt: skip
+        step_cpu_s=step,
+        first_step_cpu_s=cpu_times[0],
+        tokens_per_cpu_s=tokens / step,
+        saved_bytes=memory,
+        losses=losses,
+    )
 
 
 def main() -> None:
@@ -155,11 +164,16 @@ def main() -> None:
         )
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
     out = dict(
-        name=NAME, seeds=seeds, setup=setup, rows=rows, machine=machine_summary(),
-        cpu_seconds=cpu, wall_seconds=wall,
+        name=NAME,
+        seeds=seeds,
+        setup=setup,
+        rows=rows,
+        machine=machine_summary(),
+        cpu_seconds=cpu,
+        wall_seconds=wall,
         avx512_bf16="avx512_bf16" in Path("/proc/cpuinfo").read_text(),
         amx_bf16="amx_bf16" in Path("/proc/cpuinfo").read_text(),
-    )  # fmt: skip
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1) + "\n")
     for row in rows:

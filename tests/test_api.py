@@ -1,4 +1,5 @@
-"""The public boundary: your own data, decoding defaults, and errors a learner can act on."""
+"""The public boundary: your own data, decoding defaults, and errors a learner can act
+on."""
 
 from __future__ import annotations
 
@@ -54,7 +55,9 @@ def test_collate_refuses_targets_without_bos_and_eos():
     with pytest.raises(ValueError, match="not framed"):
         collate_pairs([([4, 5], [6, 7])])  # raw ids: the mistake that trained to 6-11%
     batch = collate_pairs([([4, 5], [1, 6, 7, 2])])
-    assert batch.tgt_in.tolist() == [[1, 6, 7]] and batch.tgt_out.tolist() == [[6, 7, 2]]
+    assert batch.tgt_in.tolist() == [[1, 6, 7]] and batch.tgt_out.tolist() == [
+        [6, 7, 2]
+    ]
 
 
 def test_decoders_take_their_defaults_from_the_model():
@@ -64,7 +67,8 @@ def test_decoders_take_their_defaults_from_the_model():
     explicit = greedy_decode(model, src, 12, 1, 2, 0)
     assert torch.equal(greedy_decode(model, src), explicit)
     assert torch.equal(
-        beam_search(model, src, beam_size=1), beam_search(model, src, 12, 1, 2, 0, beam_size=1)
+        beam_search(model, src, beam_size=1),
+        beam_search(model, src, 12, 1, 2, 0, beam_size=1),
     )
     # greedy and beam search return the same width when they return the same tokens
     assert beam_search(model, src, beam_size=1).shape == explicit.shape
@@ -105,13 +109,24 @@ def test_dates_accept_one_language_as_a_string():
 
 def test_positional_options_reach_the_scheme():
     src_vocab, tgt_vocab = pair_vocabs(PAIRS)
-    shaw = _model(src_vocab, tgt_vocab, positional="relative", positional_options={"values": True})
+    shaw = _model(
+        src_vocab, tgt_vocab, positional="relative", positional_options={"values": True}
+    )
     assert shaw.decoder.positional.values is not None
-    t5 = _model(src_vocab, tgt_vocab, positional="t5", positional_options={"bidirectional": False})
+    t5 = _model(
+        src_vocab,
+        tgt_vocab,
+        positional="t5",
+        positional_options={"bidirectional": False},
+    )
     assert t5.decoder.positional.bidirectional is False
     with pytest.raises(ValueError, match="positional_options"):
-        TransformerConfig(src_vocab_size=9, tgt_vocab_size=9, positional="rope",
-                          positional_options={"nonsense": 1})  # fmt: skip
+        TransformerConfig(
+            src_vocab_size=9,
+            tgt_vocab_size=9,
+            positional="rope",
+            positional_options={"nonsense": 1},
+        )
     assert {"a": 1} == TransformerConfig(
         src_vocab_size=9, tgt_vocab_size=9, positional="none", positional_options={}
     ).positional_options | {"a": 1}
@@ -121,11 +136,14 @@ def test_bias_false_reaches_the_output_layer():
     src_vocab, tgt_vocab = pair_vocabs(PAIRS)
     model = _model(src_vocab, tgt_vocab, bias=False)
     assert model.decoder.output.bias is None
-    assert all(m.bias is None for m in model.modules() if isinstance(m, torch.nn.Linear))
+    assert all(
+        m.bias is None for m in model.modules() if isinstance(m, torch.nn.Linear)
+    )
 
 
 def test_rope_angles_survive_bfloat16_and_never_need_float64_on_the_device():
-    """Bug: inv_freq was a float64 buffer, rounded by .to(bfloat16) (0.22 rad at 511)."""
+    """Bug: inv_freq was a float64 buffer, rounded by .to(bfloat16) (0.22 rad at
+    511)."""
     rope = RotaryEmbedding(64).to(torch.bfloat16)
     assert rope.inv_freq.dtype == torch.float64  # not a buffer: .to() leaves it alone
     assert not list(rope.buffers())
@@ -136,18 +154,24 @@ def test_rope_angles_survive_bfloat16_and_never_need_float64_on_the_device():
     rotated, _ = rope.rotate(q, q, pos, pos)
     assert rotated.dtype == torch.bfloat16
     # norms are kept: a rotation, up to bfloat16 rounding
-    assert torch.allclose(rotated.float().norm(dim=-1), q.float().norm(dim=-1), rtol=2e-2)
+    assert torch.allclose(
+        rotated.float().norm(dim=-1), q.float().norm(dim=-1), rtol=2e-2
+    )
     assert math.isclose(float(rope.angles(torch.tensor([1]))[0, 0]), 1.0)
 
 
 def test_readme_example_trains_a_copy_task_from_raw_pairs():
-    """The README's own-data example, smaller: raw string pairs in, exact matches out."""
+    """The README's own-data example, smaller: raw string pairs in, exact matches
+    out."""
     import random
 
     from transformer.training import evaluate, train
 
     rng = random.Random(0)
-    words = ["".join(rng.choice("abcdef") for _ in range(rng.randint(2, 6))) for _ in range(600)]
+    words = [
+        "".join(rng.choice("abcdef") for _ in range(rng.randint(2, 6)))
+        for _ in range(600)
+    ]
     pairs = [(w, w) for w in words]
     loader = pair_loader(pairs, batch_size=32)
     src_vocab, tgt_vocab = loader.dataset.src_vocab, loader.dataset.tgt_vocab
@@ -157,5 +181,7 @@ def test_readme_example_trains_a_copy_task_from_raw_pairs():
     )
     model = Transformer(config)
     train(model, loader, steps=300, lr=3e-3, progress=False)
-    result = evaluate(model, pair_loader(pairs[:100], src_vocab, tgt_vocab, shuffle=False))
+    result = evaluate(
+        model, pair_loader(pairs[:100], src_vocab, tgt_vocab, shuffle=False)
+    )
     assert result["exact_match"] > 0.5, result

@@ -1,4 +1,5 @@
-"""Tests for transformer.attention: agreement with PyTorch, invariants, errors, caching."""
+"""Tests for transformer.attention: agreement with PyTorch, invariants, errors,
+caching."""
 
 from __future__ import annotations
 
@@ -56,7 +57,9 @@ def test_sdpa_matches_torch_without_mask(T, S):
     assert_close(out, F.scaled_dot_product_attention(q, k, v), **TOL)
 
 
-@pytest.mark.parametrize("mask_shape", [(5, 7), (2, 1, 1, 7), (2, 3, 5, 7), (1, 1, 5, 7)])
+@pytest.mark.parametrize(
+    "mask_shape", [(5, 7), (2, 1, 1, 7), (2, 3, 5, 7), (1, 1, 5, 7)]
+)
 def test_sdpa_matches_torch_with_bool_mask(mask_shape):
     q, k, v = _qkv()
     mask = _random_mask(mask_shape)
@@ -96,7 +99,9 @@ def test_sdpa_dropout_only_in_training():
     q, k, v = _qkv()
     torch.manual_seed(0)
     out_train, w = scaled_dot_product_attention(q, k, v, dropout_p=0.5, training=True)
-    out_eval, w_eval = scaled_dot_product_attention(q, k, v, dropout_p=0.5, training=False)
+    out_eval, w_eval = scaled_dot_product_attention(
+        q, k, v, dropout_p=0.5, training=False
+    )
     assert not torch.allclose(out_train, out_eval)
     # the returned weights are before dropout, so the two calls agree on them
     assert_close(w, w_eval)
@@ -138,7 +143,9 @@ def test_masked_softmax_rows():
     seed=st.integers(0, 10_000),
     scale=st.floats(0.1, 10.0),
 )
-def test_property_weights_are_a_distribution_with_zeros_where_masked(T, S, D, seed, scale):
+def test_property_weights_are_a_distribution_with_zeros_where_masked(
+    T, S, D, seed, scale
+):
     g = torch.Generator().manual_seed(seed)
     q = torch.randn(2, T, D, generator=g) * scale
     k = torch.randn(2, S, D, generator=g) * scale
@@ -167,10 +174,16 @@ def test_property_self_attention_is_permutation_equivariant(T, seed, fused):
 
 
 @settings(max_examples=25, deadline=None)
-@given(seed=st.integers(0, 10_000), fused=st.booleans(), T=st.integers(1, 5), S=st.integers(1, 5))
+@given(
+    seed=st.integers(0, 10_000),
+    fused=st.booleans(),
+    T=st.integers(1, 5),
+    S=st.integers(1, 5),
+)
 def test_property_fully_masked_rows_give_zeros_in_mha(seed, fused, T, S):
     torch.manual_seed(seed)
-    mha = MultiHeadAttention(8, 2, fused=fused, bias=False)  # no bias: zero in, zero out
+    # no bias: zero in, zero out
+    mha = MultiHeadAttention(8, 2, fused=fused, bias=False)
     x, mem = torch.randn(2, T, 8), torch.randn(2, S, 8)
     mask = torch.rand(2, 1, T, S) > 0.5
     out, _ = mha(x, mem, mask=mask)
@@ -186,7 +199,9 @@ def test_property_fully_masked_rows_give_zeros_in_mha(seed, fused, T, S):
 
 def _pair(C=16, H=4, kdim=None, vdim=None, seed=0, fused=True, bias=True):
     torch.manual_seed(seed)
-    theirs = nn.MultiheadAttention(C, H, batch_first=True, kdim=kdim, vdim=vdim, bias=bias)
+    theirs = nn.MultiheadAttention(
+        C, H, batch_first=True, kdim=kdim, vdim=vdim, bias=bias
+    )
     ours = MultiHeadAttention(C, H, kdim=kdim, vdim=vdim, fused=fused, bias=bias)
     ours.copy_from_torch(theirs)
     return ours, theirs
@@ -300,7 +315,9 @@ def test_error_non_divisible_heads():
 
 def test_error_wrong_feature_size():
     mha = MultiHeadAttention(16, 4)
-    with pytest.raises(ValueError, match="query has 12 features but the layer expects 16"):
+    with pytest.raises(
+        ValueError, match="query has 12 features but the layer expects 16"
+    ):
         mha(torch.randn(2, 5, 12))
     with pytest.raises(ValueError, match="key has 8 features"):
         mha(torch.randn(2, 5, 16), torch.randn(2, 3, 8))
@@ -309,7 +326,9 @@ def test_error_wrong_feature_size():
     with pytest.raises(ValueError, match="batch size"):
         mha(torch.randn(2, 5, 16), torch.randn(3, 3, 16))
     with pytest.raises(ValueError, match="queries have 4 features but keys have 5"):
-        scaled_dot_product_attention(torch.randn(3, 4), torch.randn(2, 5), torch.randn(2, 5))
+        scaled_dot_product_attention(
+            torch.randn(3, 4), torch.randn(2, 5), torch.randn(2, 5)
+        )
 
 
 def test_error_wrong_mask_dtype_and_shape():
@@ -342,7 +361,9 @@ class ToyRotary(nn.Module):
         freq = 1.0 / (10.0 ** (torch.arange(half) / half))
         ang = pos[:, None].float() * freq  # (L, D/2)
         x1, x2 = x[..., :half], x[..., half:]
-        return torch.cat([x1 * ang.cos() - x2 * ang.sin(), x1 * ang.sin() + x2 * ang.cos()], -1)
+        return torch.cat(
+            [x1 * ang.cos() - x2 * ang.sin(), x1 * ang.sin() + x2 * ang.cos()], -1
+        )
 
     def score_bias(self, q, q_pos, k_pos):
         return -0.3 * (q_pos[:, None] - k_pos[None, :]).abs().float()  # (T, S)
@@ -357,7 +378,9 @@ def test_kv_cache_one_token_at_a_time_matches_full_causal_pass(fused, positional
     causal = torch.ones(7, 7, dtype=torch.bool).tril()
     full, _ = mha(x, mask=causal, positional=positional)
     cache = KVCache()
-    steps = [mha(x[:, t : t + 1], cache=cache, positional=positional)[0] for t in range(7)]
+    steps = [
+        mha(x[:, t : t + 1], cache=cache, positional=positional)[0] for t in range(7)
+    ]
     assert len(cache) == 7 and cache.k.shape == (2, 4, 7, 4)
     assert_close(torch.cat(steps, dim=1), full, **TOL)
 
@@ -418,7 +441,9 @@ def test_nadaraya_watson_limits_of_the_width():
     pred_narrow, w = nadaraya_watson(x_train, x_train, y_train, width=1e-3)
     assert_close(pred_narrow, y_train)  # each point sees only itself
     assert_close(w.sum(-1), torch.ones(20))
-    pred_wide, _ = nadaraya_watson(torch.tensor([0.0, 5.0]), x_train, y_train, width=1e4)
+    pred_wide, _ = nadaraya_watson(
+        torch.tensor([0.0, 5.0]), x_train, y_train, width=1e4
+    )
     assert_close(pred_wide, y_train.mean().expand(2), atol=1e-4, rtol=0)
     with pytest.raises(ValueError, match="positive"):
         nadaraya_watson(x_train, x_train, y_train, width=0.0)
@@ -461,7 +486,9 @@ def test_additive_attention_matches_a_loop():
     assert_close(out, torch.softmax(scores, -1) @ v, **TOL)
     out2, _ = att(q, k, v, mask, key_h=att.project_keys(k))
     assert_close(out2, out)
-    with pytest.raises(ValueError, match="query has 3 features but the layer expects 5"):
+    with pytest.raises(
+        ValueError, match="query has 3 features but the layer expects 5"
+    ):
         att(k, k, v)
 
 
@@ -492,12 +519,16 @@ def test_fused_path_with_bias_and_fully_masked_row_gives_zeros():
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("cell,score", [("gru", "additive"), ("lstm", "dot"), ("rnn", "additive")])
+@pytest.mark.parametrize(
+    "cell,score", [("gru", "additive"), ("lstm", "dot"), ("rnn", "additive")]
+)
 def test_attention_seq2seq_step_by_step_matches_forward(cell, score):
     from transformer.attention_seq2seq import AttentionSeq2Seq
 
     torch.manual_seed(0)
-    model = AttentionSeq2Seq(11, 9, emb_size=8, hidden_size=12, cell=cell, score=score).eval()
+    model = AttentionSeq2Seq(
+        11, 9, emb_size=8, hidden_size=12, cell=cell, score=score
+    ).eval()
     src = torch.randint(4, 11, (3, 6))
     src[1, 4:] = 0  # padding
     tgt_in = torch.randint(4, 9, (3, 5))
@@ -536,7 +567,9 @@ def test_attention_seq2seq_learns_to_copy_a_batch():
     torch.manual_seed(0)
     model = AttentionSeq2Seq(14, 14, emb_size=16, hidden_size=32)
     src = torch.randint(4, 14, (16, 6))
-    tgt = torch.cat([torch.ones(16, 1, dtype=torch.long), src, torch.full((16, 1), 2)], 1)
+    tgt = torch.cat(
+        [torch.ones(16, 1, dtype=torch.long), src, torch.full((16, 1), 2)], 1
+    )
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     losses = []
     threads = torch.get_num_threads()
@@ -563,9 +596,17 @@ def test_kv_cache_grows_past_its_capacity_and_keeps_every_position():
         all_k, all_v = cache.append(k, 2 * k)
         capacities.append(cache.capacity)
     expected = torch.cat(ks, dim=2)
-    assert len(cache) == 67 and torch.equal(all_k, expected) and torch.equal(all_v, 2 * expected)
+    assert (
+        len(cache) == 67
+        and torch.equal(all_k, expected)
+        and torch.equal(all_v, 2 * expected)
+    )
     assert torch.equal(cache.k, expected)
-    assert capacities == sorted(capacities) and capacities[0] >= 16 and capacities[-1] >= 67
+    assert (
+        capacities == sorted(capacities)
+        and capacities[0] >= 16
+        and capacities[-1] >= 67
+    )
     assert len(set(capacities)) < len(capacities)  # not reallocated at every append
 
 
@@ -582,7 +623,8 @@ def test_kv_cache_select_leaves_the_original_alone():
 
 @pytest.mark.parametrize("positional", [None, ToyRotary()])
 def test_fast_attention_step_matches_forward_with_a_cache(positional):
-    """The one-position step (stacked projection, transformer.fast) = forward with a cache."""
+    """The one-position step (stacked projection, transformer.fast) = forward with a
+    cache."""
     from transformer.fast import attention_step, attention_weights
 
     torch.manual_seed(0)
@@ -603,7 +645,9 @@ def test_fast_cross_step_reads_its_static_cache_and_masks():
     torch.manual_seed(0)
     mha = MultiHeadAttention(16, 4, kdim=10, vdim=10).eval()
     mem = torch.randn(2, 5, 10)
-    mask = torch.tensor([[True] * 5, [True, True, False, False, False]])[:, None, None, :]
+    mask = torch.tensor([[True] * 5, [True, True, False, False, False]])[
+        :, None, None, :
+    ]
     x = torch.randn(2, 3, 16)
     want, _ = mha(x, mem, mask=mask)
     cache = KVCache(static=True)
@@ -622,7 +666,9 @@ def test_static_cache_of_forward_projects_the_memory_once():
     mem, x = torch.randn(2, 5, 16), torch.randn(2, 3, 16)
     want, _ = mha(x, mem)
     cache = KVCache(static=True)
-    got = [mha(x[:, t : t + 1], mem if t == 0 else None, cache=cache)[0] for t in range(3)]
+    got = [
+        mha(x[:, t : t + 1], mem if t == 0 else None, cache=cache)[0] for t in range(3)
+    ]
     assert len(cache) == 5
     assert_close(torch.cat(got, 1), want, **TOL)
 
@@ -655,7 +701,8 @@ def test_a_batch_key_mask_cannot_be_mistaken_for_a_query_key_mask():
 
     torch.manual_seed(0)
     mha = MultiHeadAttention(8, 2).eval()
-    src = torch.tensor([[5, 6, 0], [7, 0, 0], [5, 5, 5]])  # B = 3 = S: the ambiguous case
+    # B = 3 = S: the ambiguous case
+    src = torch.tensor([[5, 6, 0], [7, 0, 0], [5, 5, 5]])
     batch = Batch(src, src, torch.tensor([2, 1, 3]), torch.tensor([2, 1, 3]), pad_id=0)
     x = torch.randn(3, 3, 8)
     out, _ = mha(x, mask=batch.src_key_mask)  # (B, 1, 1, S): keys masked per sequence

@@ -24,7 +24,8 @@ PAD, BOS, EOS = 0, 1, 2
 
 
 class RandomPrefixLM(nn.Module):
-    """A fixed random next-token distribution for every prefix (no learning involved)."""
+    """A fixed random next-token distribution for every prefix (no learning
+    involved)."""
 
     pad_id = PAD
 
@@ -54,7 +55,9 @@ class RandomPrefixLM(nn.Module):
         return [state[int(i)] for i in index]
 
 
-def exhaustive(model: RandomPrefixLM, max_len: int, alpha: float) -> tuple[list[int], float]:
+def exhaustive(
+    model: RandomPrefixLM, max_len: int, alpha: float
+) -> tuple[list[int], float]:
     best: tuple[list[int], float] = ([], -math.inf)
     words = range(EOS + 1, model.vocab)  # real tokens
     for length in range(1, max_len + 1):
@@ -80,9 +83,16 @@ def test_a_wide_beam_finds_the_exhaustive_optimum(seed: int, alpha: float) -> No
     model = RandomPrefixLM(vocab, seed)
     want, want_score = exhaustive(model, max_len, alpha)
     out, score = beam_search(
-        model, torch.zeros(1, 3, dtype=torch.long), max_len, BOS, EOS, PAD,
-        beam_size=27, length_penalty=alpha, return_scores=True,
-    )  # fmt: skip
+        model,
+        torch.zeros(1, 3, dtype=torch.long),
+        max_len,
+        BOS,
+        EOS,
+        PAD,
+        beam_size=27,
+        length_penalty=alpha,
+        return_scores=True,
+    )
     got = [t for t in out[0].tolist() if t != PAD]
     assert got == want, (got, want)
     assert float(score[0]) == pytest.approx(want_score, abs=1e-5)
@@ -109,15 +119,25 @@ def reference_beam(model: RandomPrefixLM, max_len: int, K: int, alpha: float):
 @pytest.mark.parametrize("K", [2, 3])
 @pytest.mark.parametrize("alpha", [0.0, 1.0, 2.0, 3.0])
 @pytest.mark.parametrize("seed", range(8))
-def test_beam_search_equals_a_plain_search_without_early_stopping(seed, alpha, K) -> None:
+def test_beam_search_equals_a_plain_search_without_early_stopping(
+    seed, alpha, K
+) -> None:
     # Stopping early must never change the answer, and the batched search must keep
     # 2K candidates per step so that beams ending with eos do not crowd out alive ones.
-    # Sharp distributions and long outputs: both bugs above change some of these answers.
+    # Sharp distributions and long outputs: both bugs above change some of these
+    # answers.
     model = RandomPrefixLM(5, seed, sharpness=3.0)
     want_score, want = reference_beam(model, 8, K, alpha)
     out, score = beam_search(
-        model, torch.zeros(1, 3, dtype=torch.long), 8, BOS, EOS, PAD,
-        beam_size=K, length_penalty=alpha, return_scores=True,
-    )  # fmt: skip
+        model,
+        torch.zeros(1, 3, dtype=torch.long),
+        8,
+        BOS,
+        EOS,
+        PAD,
+        beam_size=K,
+        length_penalty=alpha,
+        return_scores=True,
+    )
     assert [t for t in out[0].tolist() if t != PAD] == want
     assert float(score[0]) == pytest.approx(want_score, abs=1e-5)

@@ -1,4 +1,5 @@
-"""The benchmarks appendix shows every stored results table, typeset, and quotes no number.
+"""The benchmarks appendix shows every stored results table, typeset, and quotes no
+number.
 
 ``tools/benchmarks_page.py`` cuts ``benchmarks/results/*.md`` into the fragments that
 ``book/benchmarks.md`` includes; these tests hold both to that.
@@ -17,11 +18,15 @@ from tools import benchmarks_page as bp
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = ROOT / "book" / "benchmarks.md"
 BUILT = ROOT / "_build" / "html" / "book" / "benchmarks.html"
-STORED = {name: (bp.RESULTS / f"{name}.md").read_text(encoding="utf-8") for name in bp.PARTS}
+STORED = {
+    name: (bp.RESULTS / f"{name}.md").read_text(encoding="utf-8") for name in bp.PARTS
+}
 
 
 def _table_rows(fragment: str) -> list[str]:
-    return [ln for ln in fragment.splitlines() if ln.startswith("| ") and "---" not in ln]
+    return [
+        ln for ln in fragment.splitlines() if ln.startswith("| ") and "---" not in ln
+    ]
 
 
 @pytest.mark.parametrize("name", list(bp.PARTS))
@@ -40,15 +45,20 @@ def test_every_stored_row_appears_in_exactly_one_fragment(name):
 
 
 def test_the_page_includes_every_fragment_and_nothing_else():
-    included = set(re.findall(r"```\{include\} _generated/benchmarks/(\S+)", PAGE.read_text()))
+    included = set(
+        re.findall(r"```\{include\} _generated/benchmarks/(\S+)", PAGE.read_text())
+    )
     written = {f for name in bp.PARTS for f in bp.fragments(name, STORED[name])}
     assert included == written
 
 
 def test_the_prose_quotes_no_measured_number():
-    """Numbers change with every `make bench`; the page's own text must not repeat them."""
+    """Numbers change with every `make bench`; the page's own text must not repeat
+    them."""
     prose = PAGE.read_text(encoding="utf-8")
-    assert not re.search(r"\d(?:\.\d+)?(?:x|×)(?!\w)", prose), "a ratio is typed into the page"
+    assert not re.search(r"\d(?:\.\d+)?(?:x|×)(?!\w)", prose), (
+        "a ratio is typed into the page"
+    )
     for name, text in STORED.items():
         for _, rows in bp.parse(text, name).tables:
             for row in rows:
@@ -70,7 +80,9 @@ torch 9.9, 1 thread(s), x86_64, 2 cores; full run.
 """
 
 
-@pytest.mark.parametrize("ratio, verdict", [("0.95", "**not met**"), ("1.31", "**met**")])
+@pytest.mark.parametrize(
+    "ratio, verdict", [("0.95", "**not met**"), ("1.31", "**met**")]
+)
 def test_goals_are_judged_from_the_stored_numbers(ratio, verdict):
     text = RESULTS_TEXT.format(ratio=ratio)
     rows = bp.parse(text).tables[0][1]
@@ -80,7 +92,10 @@ def test_goals_are_judged_from_the_stored_numbers(ratio, verdict):
 
 
 def test_the_run_paragraph_and_a_measured_rate_are_kept():
-    text = RESULTS_TEXT.format(ratio="1.0") + "\nThis thread's peak (1024^3): 82 GFLOP/s.\n"
+    text = (
+        RESULTS_TEXT.format(ratio="1.0")
+        + "\nThis thread's peak (1024^3): 82 GFLOP/s.\n"
+    )
     run = bp.fragments("other", text)["other-run.md"]
     assert "1 thread," in run and "thread(s)" not in run
     assert "$1024^{3}$): 82 GFLOP/s." in run
@@ -131,4 +146,6 @@ def test_the_built_page_shows_every_stored_row():
         for _, rows in bp.parse(stored, name).tables:
             for row in rows:
                 for number in re.findall(r"\d[\d,.]*\d|\d", " ".join(row[1:])):
-                    assert number in text, f"{number} of {name}.md is not on the built page"
+                    assert number in text, (
+                        f"{number} of {name}.md is not on the built page"
+                    )

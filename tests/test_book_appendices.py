@@ -20,22 +20,74 @@ BIB_FILES = [
     *sorted((ROOT / "book" / "references").glob("*.bib")),
 ]
 
-# Terms the chapters define (bold at their definition), each of which a reader may look up.
+# Terms the chapters define (bold at their definition), each of which a reader may look
+# up.
 REQUIRED_TERMS = [
-    "Q/K/V", "query", "key", "value", "attention", "self-attention", "cross-attention",
-    "multi-head attention", "scaled dot-product attention", "additive attention",
-    "causal mask", "padding mask", "attention mask", "pre-LN", "post-LN", "warm-up", "RoPE",
-    "ALiBi", "T5 relative bias", "sinusoidal encoding", "relative position representations",
-    "weight tying", "beam search", "greedy decoding", "KV cache", "label smoothing", "BPE",
-    "perplexity", "bits per character", "teacher forcing", "top-k sampling", "top-p sampling",
-    "temperature", "residual connection", "layer normalization", "exposure bias",
-    "scheduled sampling", "free running", "edit distance", "hidden state", "cell state",
-    "gate", "LSTM", "GRU", "backpropagation through time", "spectral radius",
-    "context vector", "bottleneck", "leave-one-out", "permutation equivariance",
-    "path length", "bidirectional attention", "feed-forward network", "Transformer block",
-    "search error", "model error", "length penalty", "n-gram model", "Kneser-Ney smoothing",
-    "language model", "decoder-only model", "exact match", "dropout", "gradient clipping",
-]  # fmt: skip
+    "Q/K/V",
+    "query",
+    "key",
+    "value",
+    "attention",
+    "self-attention",
+    "cross-attention",
+    "multi-head attention",
+    "scaled dot-product attention",
+    "additive attention",
+    "causal mask",
+    "padding mask",
+    "attention mask",
+    "pre-LN",
+    "post-LN",
+    "warm-up",
+    "RoPE",
+    "ALiBi",
+    "T5 relative bias",
+    "sinusoidal encoding",
+    "relative position representations",
+    "weight tying",
+    "beam search",
+    "greedy decoding",
+    "KV cache",
+    "label smoothing",
+    "BPE",
+    "perplexity",
+    "bits per character",
+    "teacher forcing",
+    "top-k sampling",
+    "top-p sampling",
+    "temperature",
+    "residual connection",
+    "layer normalization",
+    "exposure bias",
+    "scheduled sampling",
+    "free running",
+    "edit distance",
+    "hidden state",
+    "cell state",
+    "gate",
+    "LSTM",
+    "GRU",
+    "backpropagation through time",
+    "spectral radius",
+    "context vector",
+    "bottleneck",
+    "leave-one-out",
+    "permutation equivariance",
+    "path length",
+    "bidirectional attention",
+    "feed-forward network",
+    "Transformer block",
+    "search error",
+    "model error",
+    "length penalty",
+    "n-gram model",
+    "Kneser-Ney smoothing",
+    "language model",
+    "decoder-only model",
+    "exact match",
+    "dropout",
+    "gradient clipping",
+]
 
 
 def glossary_entries() -> list[tuple[list[str], str]]:
@@ -70,7 +122,9 @@ def test_glossary_definitions_are_short():
     for terms, definition in glossary_entries():
         sentences = [s for s in re.split(r"(?<=[.!?])\s+(?=[A-Z$])", definition) if s]
         assert 1 <= len(sentences) <= 3, f"{terms[0]}: {len(sentences)} sentences"
-        assert definition.endswith("."), f"{terms[0]}: definition does not end a sentence"
+        assert definition.endswith("."), (
+            f"{terms[0]}: definition does not end a sentence"
+        )
 
 
 def bib_entries():
@@ -79,17 +133,27 @@ def bib_entries():
             yield path.relative_to(ROOT).as_posix(), key, entry
 
 
-@pytest.mark.parametrize("where, key, entry", list(bib_entries()), ids=lambda v: str(v)[:40])
+@pytest.mark.parametrize(
+    "where, key, entry", list(bib_entries()), ids=lambda v: str(v)[:40]
+)
 def test_every_bibliography_entry_links_to_the_work(where, key, entry):
     fields = {k.lower(): v for k, v in entry.fields.items()}
-    assert fields.keys() & {"doi", "eprint", "url"}, f"{key} ({where}) has no DOI, arXiv or URL"
+    assert fields.keys() & {"doi", "eprint", "url"}, (
+        f"{key} ({where}) has no DOI, arXiv or URL"
+    )
     if "doi" in fields:
-        assert re.fullmatch(r"10\.\d{4,9}/\S+", fields["doi"]), f"{key}: bad DOI {fields['doi']}"
+        assert re.fullmatch(r"10\.\d{4,9}/\S+", fields["doi"]), (
+            f"{key}: bad DOI {fields['doi']}"
+        )
     if "eprint" in fields:
-        assert fields.get("archiveprefix", "").lower() == "arxiv", f"{key}: eprint without arXiv"
+        assert fields.get("archiveprefix", "").lower() == "arxiv", (
+            f"{key}: eprint without arXiv"
+        )
         assert re.fullmatch(r"\d{4}\.\d{4,5}", fields["eprint"]), f"{key}: bad arXiv id"
         year = int(fields["year"])
-        assert 2000 + int(fields["eprint"][:2]) <= year + 1, f"{key}: arXiv id after its year"
+        assert 2000 + int(fields["eprint"][:2]) <= year + 1, (
+            f"{key}: arXiv id after its year"
+        )
     if "url" in fields:
         assert re.fullmatch(r"https://\S+", fields["url"]), f"{key}: URL is not https"
 

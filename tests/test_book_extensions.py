@@ -17,7 +17,12 @@ import page_fixes  # noqa: E402
 
 @pytest.mark.parametrize(
     "text, plain",
-    [("np.float64(0.25)", "0.25"), ("np.int64(12)", "12"), ("0.5", "0.5"), ("'abc'", "'abc'")],
+    [
+        ("np.float64(0.25)", "0.25"),
+        ("np.int64(12)", "12"),
+        ("0.5", "0.5"),
+        ("'abc'", "'abc'"),
+    ],
 )
 def test_numpy_scalar_reprs_are_unwrapped(text, plain):
     assert page_fixes.plain_number(text) == plain
@@ -32,13 +37,18 @@ def test_glue_formats_numpy_scalars_after_the_patch():
 
 
 def _page(title: str, body: str) -> str:
-    return f"<html><head><title>{title} &#8212; Book</title></head><body>{body}</body></html>"
+    head = f"<head><title>{title} &#8212; Book</title></head>"
+    return f"<html>{head}<body>{body}</body></html>"
 
 
 def test_bibliography_entries_get_links_back_to_each_citing_page(tmp_path):
-    cite = '<a class="reference internal" href="../book/bibliography.html#id3">X 2017</a>'
+    cite = (
+        '<a class="reference internal" href="../book/bibliography.html#id3">X 2017</a>'
+    )
     (tmp_path / "notebooks").mkdir()
-    (tmp_path / "notebooks" / "05_a.html").write_text(_page("Chapter 5", cite + " " + cite))
+    (tmp_path / "notebooks" / "05_a.html").write_text(
+        _page("Chapter 5", cite + " " + cite)
+    )
     (tmp_path / "notebooks" / "06_b.html").write_text(_page("Chapter 6", cite))
     (tmp_path / "book").mkdir()
     entry = (
@@ -46,7 +56,9 @@ def test_bibliography_entries_get_links_back_to_each_citing_page(tmp_path):
         '<span class="label">X</span>\n<p>A work.</p>\n</div>'
     )
     bib = tmp_path / "book" / "bibliography.html"
-    bib.write_text(_page("Bibliography", entry.format(id="id3") + entry.format(id="id4")))
+    bib.write_text(
+        _page("Bibliography", entry.format(id="id3") + entry.format(id="id4"))
+    )
     app = SimpleNamespace(builder=SimpleNamespace(format="html"), outdir=str(tmp_path))
     for _ in range(2):  # a rebuild that rewrites nothing must not add the links twice
         bib_style._add_backlinks(app, None)
@@ -57,15 +69,17 @@ def test_bibliography_entries_get_links_back_to_each_citing_page(tmp_path):
     assert (
         'Cited in: <a class="reference internal cited-in" '
         'href="../notebooks/05_a.html#cited-id3-1">Chapter 5</a>, '
-        '<a class="reference internal cited-in" href="../notebooks/06_b.html#cited-id3-1">'
-        "Chapter 6</a></p>"
+        '<a class="reference internal cited-in" '
+        'href="../notebooks/06_b.html#cited-id3-1">Chapter 6</a></p>'
     ) in text
 
 
 def test_author_year_labels_name_one_work_each():
     def work(authors: list[str], year: str) -> Entry:
         return Entry(
-            "article", fields={"year": year}, persons={"author": [Person(a) for a in authors]}
+            "article",
+            fields={"year": year},
+            persons={"author": [Person(a) for a in authors]},
         )
 
     entries = [

@@ -20,7 +20,9 @@ FILES = {1: Path("01_intro.ipynb"), 2: Path("02_rnn.ipynb"), 3: Path("03_lstm.ip
 ANCHORS = {2: {1: "1-a-cell", 5: "5-gradients"}, 3: {4: "4-the-gru"}}
 
 
-def _link(text: str, own: int = 2, terms: TermLinker | None = None) -> tuple[str, list[str]]:
+def _link(
+    text: str, own: int = 2, terms: TermLinker | None = None
+) -> tuple[str, list[str]]:
     return rewrite(text, own, FILES, ANCHORS, terms)
 
 
@@ -30,7 +32,9 @@ def test_every_chapter_is_linked_and_no_mention_is_left_plain() -> None:
 
 
 def test_chapter_and_section_mentions_become_links() -> None:
-    new, problems = _link("As chapter 3 showed (section 5), and chapters 1 and 3 agree.")
+    new, problems = _link(
+        "As chapter 3 showed (section 5), and chapters 1 and 3 agree."
+    )
     assert problems == []
     assert new == (
         "As {doc}`chapter 3 <03_lstm>` showed ([section 5](#5-gradients)), and "
@@ -75,24 +79,34 @@ def test_math_code_roles_links_headings_and_code_blocks_are_left_alone() -> None
     new, _ = _link(text)
     lines = new.split("\n")
     assert lines[:6] == text.split("\n")[:6]
-    assert lines[7] == "A note about {doc}`chapter 3 <03_lstm>`."  # a directive holds prose
+    # a directive holds prose
+    assert lines[7] == "A note about {doc}`chapter 3 <03_lstm>`."
 
 
 def test_questions_and_exercises_are_not_rewritten() -> None:
-    prose, rest = split_prose("Summary of chapter 3.\n## Check your understanding\nchapter 3?")
+    prose, rest = split_prose(
+        "Summary of chapter 3.\n## Check your understanding\nchapter 3?"
+    )
     assert prose == "Summary of chapter 3.\n"
     assert rest is not None and rest.startswith("## Check your understanding")
 
 
 def test_terms_are_linked_at_their_first_use_only() -> None:
-    terms = TermLinker([("teacher forcing",), ("GRU",), ("self-attention",), ("attention",)])
-    first, _ = _link("Teacher forcing feeds the truth; teacher forcing again.", terms=terms)
+    terms = TermLinker(
+        [("teacher forcing",), ("GRU",), ("self-attention",), ("attention",)]
+    )
+    first, _ = _link(
+        "Teacher forcing feeds the truth; teacher forcing again.", terms=terms
+    )
     assert first == (
-        "{term}`Teacher forcing <teacher forcing>` feeds the truth; teacher forcing again."
+        "{term}`Teacher forcing <teacher forcing>` feeds the truth; teacher forcing "
+        "again."
     )
     second, _ = _link("A gru is not a GRU; self-attention is attention.", terms=terms)
     # acronyms match their case only; the longer term wins where two overlap
-    assert second == ("A gru is not a {term}`GRU`; {term}`self-attention` is {term}`attention`.")
+    assert second == (
+        "A gru is not a {term}`GRU`; {term}`self-attention` is {term}`attention`."
+    )
     third, _ = _link("Teacher forcing and the GRU, once more.", terms=terms)
     assert third == "Teacher forcing and the GRU, once more."
 
@@ -106,11 +120,15 @@ def test_a_term_already_linked_by_hand_is_not_linked_again() -> None:
 def test_the_glossary_is_read_with_every_name_of_an_entry() -> None:
     entries = glossary_entries()
     assert ("KV cache", "key/value cache") in entries
-    assert all(entry and all(name.strip() == name for name in entry) for entry in entries)
+    assert all(
+        entry and all(name.strip() == name for name in entry) for entry in entries
+    )
 
 
 def test_section_anchors_follow_the_numbered_headings(tmp_path: Path) -> None:
-    nb = {"cells": [{"cell_type": "markdown", "source": ["## 2. Unrolling: the graph\n"]}]}
+    nb = {
+        "cells": [{"cell_type": "markdown", "source": ["## 2. Unrolling: the graph\n"]}]
+    }
     assert section_anchors(nb) == {2: "2-unrolling-the-graph"}
     assert slug("5. Why divide by $\\sqrt{d}$?") == "5-why-divide-by-sqrtd"
     path = tmp_path / "01_x.ipynb"
@@ -120,7 +138,9 @@ def test_section_anchors_follow_the_numbered_headings(tmp_path: Path) -> None:
 
 def _markdown(path: Path) -> str:
     nb = json.loads(path.read_text())
-    return "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+    return "\n".join(
+        "".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown"
+    )
 
 
 def test_key_equations_are_numbered_and_referenced_on_their_page() -> None:
@@ -137,11 +157,17 @@ def test_key_equations_are_numbered_and_referenced_on_their_page() -> None:
         labels = re.findall(r"\$\$ \((eq-[\w-]+)\)", text)
         refs = set(re.findall(r"\{eq\}`(eq-[\w-]+)`", text))
         assert labels, f"{page.name} numbers none of its equations"
-        assert len(labels) == len(set(labels)) and not labels_seen & set(labels), page.name
+        assert len(labels) == len(set(labels)) and not labels_seen & set(labels), (
+            page.name
+        )
         labels_seen |= set(labels)
-        assert refs <= set(labels), f"{page.name} refers to {sorted(refs - set(labels))}"
+        assert refs <= set(labels), (
+            f"{page.name} refers to {sorted(refs - set(labels))}"
+        )
         unreferenced = set(labels) - refs
-        assert len(unreferenced) <= len(labels) // 2, f"{page.name}: {sorted(unreferenced)}"
+        assert len(unreferenced) <= len(labels) // 2, (
+            f"{page.name}: {sorted(unreferenced)}"
+        )
 
 
 def test_prose_after_a_directive_and_inside_nested_fences_is_handled() -> None:

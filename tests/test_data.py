@@ -82,7 +82,10 @@ def test_pad_sequences_and_mask():
 def test_collate_shifts_targets_for_teacher_forcing():
     v = Vocab("abc")
     batch = collate_pairs(
-        [(v.encode("ab"), v.encode("ba", True, True)), (v.encode("c"), v.encode("c", True, True))]
+        [
+            (v.encode("ab"), v.encode("ba", True, True)),
+            (v.encode("c"), v.encode("c", True, True)),
+        ]
     )
     assert isinstance(batch, Batch)
     assert batch.src.shape == (2, 2) and batch.tgt.shape == (2, 4)
@@ -121,7 +124,12 @@ def test_splits_are_disjoint_seeded_and_sized(name):
     assert a.train == b.train and a.test == b.test  # same seed, same data
     assert a.train != c.train  # another seed, other data
     train, val, test = ({s for s, _ in split} for split in (a.train, a.val, a.test))
-    assert len(train) == 400 and not (train & val) and not (train & test) and not (val & test)
+    assert (
+        len(train) == 400
+        and not (train & val)
+        and not (train & test)
+        and not (val & test)
+    )
     # every symbol is in the vocabulary: no <unk> anywhere
     for src, tgt in a.train + a.test:
         assert a.src_vocab.unk_id not in a.src_vocab.encode(src)
@@ -159,7 +167,8 @@ def test_date_formats_all_mean_the_same_day():
         assert len(written) >= 4 and len(set(written)) == len(written)
         assert all("1983" in w for w in written)
     assert "25. Januar 1983" in date_formats(day, "de")
-    assert "Tuesday, January 25, 1983" in date_formats(day, "en")  # 1983-01-25 was a Tuesday
+    # 1983-01-25 was a Tuesday
+    assert "Tuesday, January 25, 1983" in date_formats(day, "en")
     with pytest.raises(ValueError, match="unsupported"):
         date_formats(day, "it")
 
@@ -178,7 +187,10 @@ def test_loader_yields_batches_that_decode_back():
     for batch in loader:
         for i in range(len(batch)):
             seen.append(
-                (data.src_vocab.decode(batch.src[i]), data.tgt_vocab.decode(batch.tgt_out[i]))
+                (
+                    data.src_vocab.decode(batch.src[i]),
+                    data.tgt_vocab.decode(batch.tgt_out[i]),
+                )
             )
     assert seen == data.val  # val is not shuffled, and decoding inverts encoding
     order1 = [b.src.tolist() for b in data.loader("train", 8, seed=1)]

@@ -78,6 +78,8 @@ def test_decodes_in_eval_mode_and_restores_training_mode() -> None:
         (torch.ones(2, 3, dtype=torch.long), 0, ValueError),  # no budget
     ],
 )
-def test_bad_arguments_raise_clear_errors(src: torch.Tensor, max_len: int, error: type) -> None:
+def test_bad_arguments_raise_clear_errors(
+    src: torch.Tensor, max_len: int, error: type
+) -> None:
     with pytest.raises(error, match="src|max_len"):
         greedy_decode(ScriptedModel([[EOS]]), src, max_len, BOS, EOS, PAD)

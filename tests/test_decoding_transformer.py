@@ -63,7 +63,8 @@ def test_cached_greedy_equals_uncached(positional: str, norm_first: bool) -> Non
     fast = greedy_decode_with_cache(model, src, 20, BOS, EOS, PAD, use_cache=True)
     slow = greedy_decode_with_cache(model, src, 20, BOS, EOS, PAD, use_cache=False)
     assert torch.equal(fast, slow)
-    assert torch.equal(fast, greedy_decode(model, src, 20, BOS, EOS, PAD))  # default: cache
+    # default: cache
+    assert torch.equal(fast, greedy_decode(model, src, 20, BOS, EOS, PAD))
     assert model.training  # the mode is given back
 
 
@@ -82,14 +83,26 @@ def test_cached_step_logits_equal_uncached() -> None:
 def test_beam_size_one_is_greedy(use_cache: bool) -> None:
     model = _model(2)
     src = _src(2)
-    greedy = greedy_decode_with_cache(model, src, 15, BOS, EOS, PAD, use_cache=use_cache)
+    greedy = greedy_decode_with_cache(
+        model, src, 15, BOS, EOS, PAD, use_cache=use_cache
+    )
     beam = beam_search(
-        model, src, 15, BOS, EOS, PAD, beam_size=1, length_penalty=0.0, use_cache=use_cache
+        model,
+        src,
+        15,
+        BOS,
+        EOS,
+        PAD,
+        beam_size=1,
+        length_penalty=0.0,
+        use_cache=use_cache,
     )
     assert torch.equal(beam, greedy)
 
 
-def _sequence_log_prob(model: Transformer, src: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+def _sequence_log_prob(
+    model: Transformer, src: torch.Tensor, out: torch.Tensor
+) -> torch.Tensor:
     """Sum of log p(token) of each row of ``out`` (up to and including eos)."""
     tgt_in = torch.cat([torch.full((out.shape[0], 1), BOS), out[:, :-1]], 1)
     with torch.no_grad():
@@ -102,9 +115,19 @@ def test_beam_scores_are_the_model_log_probabilities() -> None:
     model = _model(3)
     src = _src(3)
     out, scores = beam_search(
-        model, src, 12, BOS, EOS, PAD, beam_size=3, length_penalty=0.0, return_scores=True
+        model,
+        src,
+        12,
+        BOS,
+        EOS,
+        PAD,
+        beam_size=3,
+        length_penalty=0.0,
+        return_scores=True,
     )
-    torch.testing.assert_close(scores, _sequence_log_prob(model, src, out), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(
+        scores, _sequence_log_prob(model, src, out), atol=1e-4, rtol=1e-4
+    )
     greedy = greedy_decode(model, src, 12, BOS, EOS, PAD)
     # every greedy output that ended was a candidate the beam could keep
     ended = (greedy == EOS).any(1)
@@ -115,9 +138,10 @@ def test_beam_scores_are_the_model_log_probabilities() -> None:
 class Crafted(nn.Module):
     """A decoder whose next-token distribution is a fixed table of the previous token.
 
-    From bos: token 3 with p=0.55, token 4 with p=0.45. After 3: ten tokens 5..14 equally
-    likely (p=0.1 each, eos never). After 4 and after 5..14: eos (rows are normalised).
-    Greedy takes 3 and pays log 0.1 on the next step; the best sequence is 4, eos.
+    From bos: token 3 with p=0.55, token 4 with p=0.45. After 3: ten tokens 5..14
+    equally likely (p=0.1 each, eos never). After 4 and after 5..14: eos (rows are
+    normalised). Greedy takes 3 and pays log 0.1 on the next step; the best sequence is
+    4, eos.
     """
 
     pad_id = PAD
@@ -136,7 +160,9 @@ class Crafted(nn.Module):
     def start(self, src: torch.Tensor) -> torch.Tensor:
         return torch.zeros(src.shape[0], dtype=torch.long)
 
-    def step(self, prev: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def step(
+        self, prev: torch.Tensor, state: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         return self.log_table[prev], state
 
     def reorder_state(self, state: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -149,7 +175,15 @@ def test_beam_search_beats_greedy_on_crafted_model() -> None:
     greedy = greedy_decode(model, src, 5, BOS, EOS, PAD)
     assert greedy[0].tolist() == [3, 5, EOS]  # a tie among 5..14 goes to the first
     beam, score = beam_search(
-        model, src, 5, BOS, EOS, PAD, beam_size=2, length_penalty=0.0, return_scores=True
+        model,
+        src,
+        5,
+        BOS,
+        EOS,
+        PAD,
+        beam_size=2,
+        length_penalty=0.0,
+        return_scores=True,
     )
     assert beam[0].tolist() == [4, EOS]
     greedy_score = math.log(0.55) + math.log(0.1)
@@ -210,12 +244,15 @@ def test_early_unlikely_endings_do_not_stop_the_search() -> None:
     model = EarlyEos()
     src = torch.zeros(1, 2, dtype=torch.long)
     for alpha in (0.0, 0.6):
-        out = beam_search(model, src, 6, BOS, EOS, PAD, beam_size=2, length_penalty=alpha)
+        out = beam_search(
+            model, src, 6, BOS, EOS, PAD, beam_size=2, length_penalty=alpha
+        )
         assert out[0].tolist() == [3, 5, 7, EOS], (alpha, out)
     assert greedy_decode(model, src, 6, BOS, EOS, PAD)[0].tolist() == [3, 5, 7, EOS]
 
 
-# ------------------------------------------------------- the one-position inference step
+# ------------------------------------------------------- the one-position inference
+# step
 SCHEMES = ["none", "sinusoidal", "learned", "relative", "rope", "t5", "alibi"]
 
 
@@ -232,9 +269,12 @@ def _distinct_norms(model: Transformer) -> Transformer:
 
 @pytest.mark.parametrize("positional", SCHEMES)
 @pytest.mark.parametrize("norm_first", [False, True])
-def test_fast_path_gives_the_logits_of_the_teaching_path(positional: str, norm_first: bool) -> None:
-    """Three ways to get the next-token logits agree at every step: the fast one-position
-    path (weights gathered once), the general layers with a cache, and no cache at all."""
+def test_fast_path_gives_the_logits_of_the_teaching_path(
+    positional: str, norm_first: bool
+) -> None:
+    """Three ways to get the next-token logits agree at every step: the fast
+    one-position path (weights gathered once), the general layers with a cache, and no
+    cache at all."""
     model = _model(4, positional=positional, norm_first=norm_first, activation="gelu")
     model = _distinct_norms(model).eval()
     fast = FastDecoding(model)
@@ -245,7 +285,9 @@ def test_fast_path_gives_the_logits_of_the_teaching_path(positional: str, norm_f
 
 
 def test_fast_path_without_biases_and_with_final_norm() -> None:
-    model = _distinct_norms(_model(5, bias=False, norm_first=True, tie_output=True)).eval()
+    model = _distinct_norms(
+        _model(5, bias=False, norm_first=True, tie_output=True)
+    ).eval()
     assert model.decoder.norm is not None  # pre-LN stacks end with a norm
     fast, src = FastDecoding(model), _src(5)
     with torch.no_grad():
@@ -300,7 +342,9 @@ def test_a_fed_pad_is_hidden_as_teacher_forcing_hides_it(use_fast: bool) -> None
         uncached = model.start(src, use_cache=False)
         for t in range(len(fed)):
             logits, uncached = model.step(tgt_in[:, t], uncached)
-        torch.testing.assert_close(torch.log_softmax(logits, -1), want[:, -1], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            torch.log_softmax(logits, -1), want[:, -1], atol=1e-5, rtol=1e-5
+        )
 
 
 def test_fast_path_carries_the_fed_padding_mask_per_row_and_through_reorder() -> None:

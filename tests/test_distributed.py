@@ -35,9 +35,20 @@ os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
 os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
 
 TINY = TrainConfig(
-    d_model=32, n_heads=2, n_layers=2, d_ff=64, block_size=16, batch_size=4, accum=2,
-    steps=3, warmup=2, lr=1e-3, eval_blocks=0, log_every=100, device="cpu",
-)  # fmt: skip
+    d_model=32,
+    n_heads=2,
+    n_layers=2,
+    d_ff=64,
+    block_size=16,
+    batch_size=4,
+    accum=2,
+    steps=3,
+    warmup=2,
+    lr=1e-3,
+    eval_blocks=0,
+    log_every=100,
+    device="cpu",
+)
 
 
 def _max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
@@ -160,11 +171,32 @@ def test_torchrun_runs_the_script_on_two_processes(tmp_path):
     assert torchrun, "torchrun is installed with torch"
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     command = [
-        torchrun, "--standalone", "--nproc_per_node=2", "-m", "transformer.train",
-        "--d-model", "32", "--n-heads", "2", "--d-ff", "64", "--block-size", "16",
-        "--batch-size", "4", "--steps", "2", "--log-every", "1", "--eval-blocks", "2",
-        "--device", "cpu", "--out", str(tmp_path / "run"),
-    ]  # fmt: skip
+        torchrun,
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "transformer.train",
+        "--d-model",
+        "32",
+        "--n-heads",
+        "2",
+        "--d-ff",
+        "64",
+        "--block-size",
+        "16",
+        "--batch-size",
+        "4",
+        "--steps",
+        "2",
+        "--log-every",
+        "1",
+        "--eval-blocks",
+        "2",
+        "--device",
+        "cpu",
+        "--out",
+        str(tmp_path / "run"),
+    ]
     done = subprocess.run(
         command, env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path
     )

@@ -52,7 +52,9 @@ def offsets(T: int = T) -> torch.Tensor:
 # -- exact attention in tiles --------------------------------------------------
 
 
-@pytest.mark.parametrize("block_q, block_k", [(1, 1), (4, 7), (8, 8), (13, 3), (64, 64)])
+@pytest.mark.parametrize(
+    "block_q, block_k", [(1, 1), (4, 7), (8, 8), (13, 3), (64, 64)]
+)
 @pytest.mark.parametrize("causal", [False, True])
 def test_tiled_equals_full_for_any_block_size_with_masks(block_q, block_k, causal):
     q, k, v = qkv()
@@ -114,7 +116,9 @@ def test_window_equals_full_attention_with_the_band_mask(window, causal):
     off = offsets()
     band = (off.abs() < window) & ((off >= 0) | (not causal))
     ref = full_attention(q, k, v, key_mask=padding(), mask=band)
-    got = sliding_window_attention(q, k, v, window=window, causal=causal, key_mask=padding())
+    got = sliding_window_attention(
+        q, k, v, window=window, causal=causal, key_mask=padding()
+    )
     torch.testing.assert_close(got, ref, **TOL)
 
 
@@ -152,7 +156,9 @@ def test_global_local_equals_full_attention_with_its_mask(window, n_global, caus
 def test_banded_window_saves_memory_rather_than_masking_a_full_matrix():
     q, k, v = (torch.randn(1, 1, 1024, 16) for _ in range(3))
     full = peak_memory(lambda: full_attention(q, k, v, causal=True))
-    window = peak_memory(lambda: sliding_window_attention(q, k, v, window=16, causal=True))
+    window = peak_memory(
+        lambda: sliding_window_attention(q, k, v, window=16, causal=True)
+    )
     tiled = peak_memory(lambda: tiled_attention(q, k, v, causal=True))
     assert full >= 1024 * 1024 * 4  # at least one float32 (T, T) matrix
     assert window < full / 10
@@ -183,7 +189,9 @@ def test_no_peeking_for_every_causal_method():
                 x[:, :, t + 1 :] = torch.randn(x[:, :, t + 1 :].shape, generator=g)
             moved = efficient_attention(*later, method, causal=True, **kw)
             torch.testing.assert_close(moved[:, :, : t + 1], out[:, :, : t + 1], **TOL)
-            assert (moved[:, :, t + 1 :] - out[:, :, t + 1 :]).abs().max() > 1e-3, method
+            assert (moved[:, :, t + 1 :] - out[:, :, t + 1 :]).abs().max() > 1e-3, (
+                method
+            )
 
 
 def test_parallel_and_recurrent_linear_attention_agree():
@@ -250,8 +258,11 @@ def test_layer_with_exact_methods_is_chapter_6_attention():
     torch.manual_seed(0)
     mha = MultiHeadAttention(16, 4).eval()
     x = torch.randn(2, 12, 16)
-    for method, opts in (("full", {}), ("tiled", dict(block_q=5, block_k=3)),
-                         ("window", dict(window=12))):  # fmt: skip
+    for method, opts in (
+        ("full", {}),
+        ("tiled", dict(block_q=5, block_k=3)),
+        ("window", dict(window=12)),
+    ):
         layer = EfficientSelfAttention(16, 4, method, **opts).eval()
         layer.load_state_dict(mha.state_dict())
         for causal in (False, True):
@@ -262,17 +273,29 @@ def test_layer_with_exact_methods_is_chapter_6_attention():
 
 
 def test_swapped_model_gives_the_same_logits_with_exact_attention():
-    cfg = DecoderOnlyConfig(vocab_size=20, d_model=16, n_heads=2, n_layers=2, d_ff=32,
-                            max_len=24, dropout=0.0)  # fmt: skip
+    cfg = DecoderOnlyConfig(
+        vocab_size=20,
+        d_model=16,
+        n_heads=2,
+        n_layers=2,
+        d_ff=32,
+        max_len=24,
+        dropout=0.0,
+    )
     torch.manual_seed(0)
     model = DecoderOnlyTransformer(cfg).eval()
     ids = torch.randint(3, 20, (2, 24))
     with torch.no_grad():
         ref = model(ids)
         use_efficient_attention(model, "tiled", block_q=7, block_k=5)
-        assert all(isinstance(layer.self_attn, EfficientSelfAttention) for layer in model.layers)
+        assert all(
+            isinstance(layer.self_attn, EfficientSelfAttention)
+            for layer in model.layers
+        )
         torch.testing.assert_close(model(ids), ref, **TOL)
-    linformer = use_efficient_attention(DecoderOnlyTransformer(cfg), "linformer", max_len=24)
+    linformer = use_efficient_attention(
+        DecoderOnlyTransformer(cfg), "linformer", max_len=24
+    )
     with pytest.raises(ValueError, match="cannot be causal"):
         linformer(ids)
 
@@ -307,6 +330,8 @@ def test_bad_inputs_get_clear_errors():
     with pytest.raises(ValueError, match="max_len"):
         EfficientSelfAttention(16, 2, "linformer")
     with pytest.raises(ValueError, match="keeps no weights"):
-        EfficientSelfAttention(16, 2, "linear")(torch.randn(1, 4, 16), need_weights=True)
+        EfficientSelfAttention(16, 2, "linear")(
+            torch.randn(1, 4, 16), need_weights=True
+        )
     with pytest.raises(ValueError, match="no chapter 6 self-attention"):
         use_efficient_attention(torch.nn.Linear(3, 3), "linear")

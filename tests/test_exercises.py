@@ -57,7 +57,8 @@ MIN_WRONG_ANSWERS = 2
 
 
 def load_answers(name: str) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
-    """``(WRONG_ANSWERS, ALTERNATIVES)`` of a chapter, question -> list of answer cells."""
+    """``(WRONG_ANSWERS, ALTERNATIVES)`` of a chapter, question -> list of answer
+    cells."""
     path = MUTANTS / f"{name}.py"
     if not path.exists():
         pytest.fail(f"{path} is missing: every exercise needs plausible wrong answers")
@@ -94,12 +95,15 @@ def prompts(master: Path) -> dict[str, str]:
     for i, cell in enumerate(cells):
         if cell.cell_type == "raw" and cell.source.startswith("# BEGIN QUESTION"):
             name = re.search(r"name:\s*(\S+)", cell.source).group(1)
-            out[name] = cells[i + 1].source if cells[i + 1].cell_type == "markdown" else ""
+            out[name] = (
+                cells[i + 1].source if cells[i + 1].cell_type == "markdown" else ""
+            )
     return out
 
 
 def variants(answers: dict[str, list[str]]) -> list[dict[str, str]]:
-    """Submission i answers every question with its i-th entry (questions are independent)."""
+    """Submission i answers every question with its i-th entry (questions are
+    independent)."""
     n = max((len(v) for v in answers.values()), default=0)
     return [{q: v[i] for q, v in answers.items() if i < len(v)} for i in range(n)]
 
@@ -137,7 +141,9 @@ def _grade_book(root: Path) -> dict:
                     path = out / "submissions" / f"{a.name}-{kind}{i}.ipynb"
                     jobs.append((replace_answers(a.solution, chosen, path), a))
                     slots.append((a.name, kind, chosen))
-        book: dict = {a.name: {"root": str(a.root), "wrong": [], "alt": []} for a in assignments}
+        book: dict = {
+            a.name: {"root": str(a.root), "wrong": [], "alt": []} for a in assignments
+        }
         for (name, kind, chosen), g in zip(slots, grade_many(jobs)):
             if chosen is None:
                 book[name][kind] = _grade_to_json(g)
@@ -167,7 +173,8 @@ class ChapterGrader:
     @pytest.fixture(scope="class")
     @classmethod
     def graded(cls, graded_book) -> dict:
-        """Reference, student, wrong and alternative notebooks of this chapter, graded."""
+        """Reference, student, wrong and alternative notebooks of this chapter,
+        graded."""
         book = graded_book[cls.master.stem]
         return {
             "reference": Grade(**book["reference"]),
@@ -179,17 +186,23 @@ class ChapterGrader:
     def test_student_notebook_has_no_solution_and_no_hidden_test(self, assignment):
         student_text = assignment.student.read_text()
         student = nbformat.read(assignment.student, as_version=4)
-        assert "BEGIN SOLUTION" not in student_text and "END SOLUTION" not in student_text
+        assert (
+            "BEGIN SOLUTION" not in student_text and "END SOLUTION" not in student_text
+        )
         assert "hidden: true" not in student_text and "hidden=True" not in student_text
         for line in solution_lines(self.master):
-            assert line not in student_text, f"solution line leaked to students: {line!r}"
+            assert line not in student_text, (
+                f"solution line leaked to students: {line!r}"
+            )
         cases = assignment.cases()
         assert len(cases) >= 3, "each chapter needs at least three exercises"
         public_tests = student.metadata["otter"]["tests"]
         for q, qcases in cases.items():
             for case in qcases:
                 if case.hidden:
-                    assert case.name not in student_text, f"hidden test {case.name} of {q} leaked"
+                    assert case.name not in student_text, (
+                        f"hidden test {case.name} of {q} leaked"
+                    )
             assert q in public_tests
             _, public_cases = read_test_file(public_tests[q])
             assert public_cases and not any(c.hidden for c in public_cases)
@@ -201,9 +214,12 @@ class ChapterGrader:
             hidden = [c for c in qcases if c.hidden]
             assert public, f"{q} has no public test"
             assert hidden, f"{q} has no hidden test"
-            assert all(c.points == 0 for c in public), f"{q}: public tests must be worth 0 points"
+            assert all(c.points == 0 for c in public), (
+                f"{q}: public tests must be worth 0 points"
+            )
             assert all(is_half_multiple(c.points) and c.points > 0 for c in hidden), (
-                f"{q}: every hidden test is worth a positive whole or half number of points"
+                f"{q}: every hidden test is worth a positive whole or half number of "
+                "points"
             )
             assert sum(c.points for c in hidden) == questions[q] > 0, q
 
@@ -219,7 +235,9 @@ class ChapterGrader:
         assert result.scores == result.possible, result.scores
         assert result.total > 0
         for q, passed in result.passed.items():
-            assert passed and all(passed), f"the reference fails a test case of {q}: {passed}"
+            assert passed and all(passed), (
+                f"the reference fails a test case of {q}: {passed}"
+            )
 
     def test_untouched_student_notebook_scores_zero(self, graded):
         result = graded["student"]
@@ -227,17 +245,23 @@ class ChapterGrader:
         assert result.total == 0, result.scores
         assert result.max_total > 0
         for q, passed in result.passed.items():
-            assert not any(passed), f"the `...` skeleton passes a test case of {q}: {passed}"
+            assert not any(passed), (
+                f"the `...` skeleton passes a test case of {q}: {passed}"
+            )
 
     def test_every_question_has_wrong_answers_and_known_alternatives(self, assignment):
         wrong, alternatives = load_answers(assignment.name)
         questions = assignment.questions()
-        assert set(wrong) == set(questions), "wrong answers for every exercise, no others"
+        assert set(wrong) == set(questions), (
+            "wrong answers for every exercise, no others"
+        )
         for q, answers in wrong.items():
             assert len(answers) >= MIN_WRONG_ANSWERS, (
                 f"{q}: register at least {MIN_WRONG_ANSWERS} plausible wrong answers"
             )
-        assert set(alternatives) <= set(questions), "alternatives only for existing exercises"
+        assert set(alternatives) <= set(questions), (
+            "alternatives only for existing exercises"
+        )
 
     def test_every_wrong_answer_loses_at_least_half(self, graded):
         assert graded["wrong"], "no wrong answers were graded"
@@ -245,13 +269,18 @@ class ChapterGrader:
             assert result.status == "ok", result.message
             for q, possible in result.possible.items():
                 score = result.scores[q]
-                assert is_half_multiple(score), f"{q} scored {score}: not a whole or half point"
+                assert is_half_multiple(score), (
+                    f"{q} scored {score}: not a whole or half point"
+                )
                 if q in answers:
                     assert score <= possible / 2, (
-                        f"wrong answer #{i + 1} to {q} kept {score}/{possible}:\n{answers[q]}"
+                        f"wrong answer #{i + 1} to {q} kept "
+                        f"{score}/{possible}:\n{answers[q]}"
                     )
                 else:
-                    assert score == possible, f"{q} lost points though only others changed"
+                    assert score == possible, (
+                        f"{q} lost points though only others changed"
+                    )
 
     def test_alternative_correct_answers_keep_full_marks(self, graded):
         for i, (answers, result) in enumerate(graded["alt"]):
@@ -283,22 +312,30 @@ class TestGraderRobustness:
         master = next(m for m in masters() if m.stem.startswith("01_"))
         return assign(master, tmp_path_factory.mktemp("robust"))  # also proves assign()
 
-    def test_folder_of_good_raising_dying_and_broken_submissions(self, assignment, tmp_path):
+    def test_folder_of_good_raising_dying_and_broken_submissions(
+        self, assignment, tmp_path
+    ):
         subs = tmp_path / "subs"
         subs.mkdir()
         shutil.copy(assignment.solution, subs / "alice.ipynb")
         first_q = next(iter(assignment.questions()))
         replace_answers(
-            assignment.solution, {first_q: 'raise RuntimeError("I gave up")'}, subs / "bob.ipynb"
+            assignment.solution,
+            {first_q: 'raise RuntimeError("I gave up")'},
+            subs / "bob.ipynb",
         )
         (subs / f"{assignment.name}_carol.ipynb").write_text("this is not a notebook")
         replace_answers(
-            assignment.solution, {first_q: "import os\nos._exit(3)"}, subs / "dave.ipynb"
+            assignment.solution,
+            {first_q: "import os\nos._exit(3)"},
+            subs / "dave.ipynb",
         )
         out = tmp_path / "gradebook.csv"
         # relative paths, as `make grade SUBMISSIONS=dir` passes them
         rel = functools.partial(os.path.relpath, start=Path.cwd())
-        grades = grade_folder(Path(rel(subs)), Path(rel(assignment.root.parent)), out, timeout=240)
+        grades = grade_folder(
+            Path(rel(subs)), Path(rel(assignment.root.parent)), out, timeout=240
+        )
         by_name = {g.submission: g for g in grades}
         carol_name = f"{assignment.name}_carol.ipynb"
         assert set(by_name) == {"alice.ipynb", "bob.ipynb", carol_name, "dave.ipynb"}
@@ -312,7 +349,10 @@ class TestGraderRobustness:
         rows = list(csv.DictReader(out.open()))
         assert len(rows) == 4
         assert {r["status"] for r in rows} == {"ok", "error"}
-        assert float(next(r for r in rows if r["submission"] == "alice.ipynb")["percent"]) == 100
+        assert (
+            float(next(r for r in rows if r["submission"] == "alice.ipynb")["percent"])
+            == 100
+        )
 
     def test_submission_that_never_finishes_is_scored_zero(self, assignment, tmp_path):
         nb = nbformat.read(assignment.solution, as_version=4)
@@ -331,11 +371,17 @@ def test_every_master_has_questions_with_answer_cells():
         nb = nbformat.read(master, as_version=4)
         config = nb.cells[0].source
         assert config.startswith("# ASSIGNMENT CONFIG"), master.name
-        assert f"name: {master.stem}" in config, f"{master.name}: assignment name must match file"
-        assert "ok_format: false" in config, f"{master.name}: tests must be exception-based"
+        assert f"name: {master.stem}" in config, (
+            f"{master.name}: assignment name must match file"
+        )
+        assert "ok_format: false" in config, (
+            f"{master.name}: tests must be exception-based"
+        )
         raw = [c.source for c in nb.cells if c.cell_type == "raw"]
         n_questions = sum(s.startswith("# BEGIN QUESTION") for s in raw)
-        assert n_questions >= 3, f"{master.name} has {n_questions} exercises; at least 3"
+        assert n_questions >= 3, (
+            f"{master.name} has {n_questions} exercises; at least 3"
+        )
 
 
 def test_read_test_file_finds_points_and_cases():
@@ -366,7 +412,9 @@ def test_hidden(f):
 def test_replace_answers_rejects_unknown_questions(tmp_path):
     nb = nbformat.v4.new_notebook()
     nb.cells = [
-        nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["otter_assign_solution_cell"]}),
+        nbformat.v4.new_code_cell(
+            "x = 1", metadata={"tags": ["otter_assign_solution_cell"]}
+        ),
         nbformat.v4.new_code_cell('grader.check("q1")'),
     ]
     path = tmp_path / "n.ipynb"

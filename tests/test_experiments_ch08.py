@@ -22,8 +22,12 @@ def run_depth(out: Path, *extra: str) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run(
         [sys.executable, "experiments/ch08_depth.py", "--out", str(out), *extra],
-        cwd=ROOT, env=env, check=True, capture_output=True, timeout=300,
-    )  # fmt: skip
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     return json.loads(out.read_text())
 
 
@@ -46,7 +50,10 @@ def check_gradients(table: dict, depths: list[int], n_seeds: int) -> None:
             assert all(len(part["block"][str(s)]) == depth for s in grads["seeds"])
             # a block's gradient includes its W2's, so it is at least as large
             for s in grads["seeds"]:
-                assert all(b >= w - 1e-9 for b, w in zip(part["block"][str(s)], part["w2"][str(s)]))
+                assert all(
+                    b >= w - 1e-9
+                    for b, w in zip(part["block"][str(s)], part["w2"][str(s)])
+                )
             assert part["w2_top"] == pytest.approx(seed_spread([v[-1] for v in w2]))
             assert part["w2_tilt"] == pytest.approx(seed_spread([tilt(v) for v in w2]))
             ratio = seed_spread([v[-1] / v[0] for v in w2])
@@ -81,7 +88,9 @@ def check_training(table: dict, depths: list[int], seeds: list[int]) -> None:
 
 
 def test_depth_quick_run_writes_the_table(tmp_path):
-    table = run_depth(tmp_path / "d.json", "--quick", "--seeds", "0", "--grad-seeds", "2")
+    table = run_depth(
+        tmp_path / "d.json", "--quick", "--seeds", "0", "--grad-seeds", "2"
+    )
     assert table["quick"] is True
     check_gradients(table, [2, 3], n_seeds=2)
     check_training(table, [2, 3], [0])
@@ -120,4 +129,6 @@ def test_stored_warmup_table_is_consistent():
         accuracy = table["accuracy"][name]
         assert sorted(accuracy) == sorted(seeds)
         assert summary == pytest.approx(seed_spread([accuracy[s] for s in seeds]))
-        assert all(len(table["loss"][name][s]) == table["config"]["steps"] for s in seeds)
+        assert all(
+            len(table["loss"][name][s]) == table["config"]["steps"] for s in seeds
+        )

@@ -1,4 +1,5 @@
-"""Chapter 9's stored table (experiments/ch09_recipe.py): layout, spreads and the baseline."""
+"""Chapter 9's stored table (experiments/ch09_recipe.py): layout, spreads and the
+baseline."""
 
 from __future__ import annotations
 
@@ -11,8 +12,14 @@ from transformer.utils import experiment_results, seed_spread
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = (
-    "recipe", "no_smoothing", "no_warmup", "dropout_0.1", "data_800", "rnn", "rnn_data_800",
-)  # fmt: skip
+    "recipe",
+    "no_smoothing",
+    "no_warmup",
+    "dropout_0.1",
+    "data_800",
+    "rnn",
+    "rnn_data_800",
+)
 
 
 @pytest.fixture(scope="module")
@@ -57,5 +64,7 @@ def test_the_recipe_keeps_learning_and_beam_rows_add_up(table):
     assert last > first
     for row in checkpoints.values():
         for r in row["per_seed"].values():
-            assert r["n_beam_higher"] + r["n_beam_lower"] <= r["n_differ"] <= r["n_test"]
+            assert (
+                r["n_beam_higher"] + r["n_beam_lower"] <= r["n_differ"] <= r["n_test"]
+            )
             assert r["n_only_beam_right"] + r["n_only_greedy_right"] <= r["n_differ"]

@@ -1,4 +1,5 @@
-"""Chapter 10's experiment scripts: quick runs end to end, and the stored tables agree."""
+"""Chapter 10's experiment scripts: quick runs end to end, and the stored tables
+agree."""
 
 from __future__ import annotations
 
@@ -20,15 +21,35 @@ MODELS = ("lstm", "transformer")
 def run_quick(script: str, out: Path, *extra: str) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "BOOK_SEED": "0"}
     subprocess.run(
-        [sys.executable, f"experiments/{script}.py", "--quick", "--out", str(out), *extra],
-        cwd=ROOT, env=env, check=True, capture_output=True, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            f"experiments/{script}.py",
+            "--quick",
+            "--out",
+            str(out),
+            *extra,
+        ],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     return json.loads(out.read_text())
 
 
 def check_baselines_layout(table: dict, n_seeds: int) -> None:
-    for key in ("seeds", "data", "budget_cpu_seconds", "training", "ngram", "models",
-                "verdicts", "notes", "machine"):  # fmt: skip
+    for key in (
+        "seeds",
+        "data",
+        "budget_cpu_seconds",
+        "training",
+        "ngram",
+        "models",
+        "verdicts",
+        "notes",
+        "machine",
+    ):
         assert key in table, key
     assert len(table["seeds"]) == n_seeds
     for order, row in table["ngram"].items():
@@ -42,8 +63,11 @@ def check_baselines_layout(table: dict, n_seeds: int) -> None:
             assert run["tokens"] == run["steps"] * table["training"]["tokens_per_batch"]
             assert 2 <= len(run["curve"]) <= 12
             assert [p[0] for p in run["curve"]] == sorted(p[0] for p in run["curve"])
-            assert set(run["samples"]) == {"greedy", "temperature_0.8_seed_0",
-                                           "temperature_0.8_seed_1"}  # fmt: skip
+            assert set(run["samples"]) == {
+                "greedy",
+                "temperature_0.8_seed_0",
+                "temperature_0.8_seed_1",
+            }
         assert model["summary"]["bpc"] == seed_spread(
             [r["bpc"] for r in model["per_seed"].values()]
         )
@@ -53,11 +77,21 @@ def check_baselines_layout(table: dict, n_seeds: int) -> None:
     sweep = table["training"]["lr_sweep"]["bpc_on_curve_slice"]
     assert sorted(sweep["lstm"]) == sorted(sweep["transformer"])
     for kind in MODELS:
-        assert table["models"][kind]["lr"] == float(min(sweep[kind], key=sweep[kind].get))
+        assert table["models"][kind]["lr"] == float(
+            min(sweep[kind], key=sweep[kind].get)
+        )
 
 
 def check_scaling_layout(table: dict) -> None:
-    for key in ("training", "flops_method", "models", "table", "frontier", "fit", "machine"):
+    for key in (
+        "training",
+        "flops_method",
+        "models",
+        "table",
+        "frontier",
+        "fit",
+        "machine",
+    ):
         assert key in table, key
     assert len(table["table"]) == sum(len(m["points"]) for m in table["models"])
     for model in table["models"]:
@@ -70,7 +104,8 @@ def check_scaling_layout(table: dict) -> None:
             assert math.isclose(p["val_bpc"], p["val_nats_per_char"] / math.log(2))
     for row in table["table"]:
         assert math.isclose(
-            row["val_nats_per_char"], sum(row["val_nats_by_seed"]) / len(row["val_nats_by_seed"])
+            row["val_nats_per_char"],
+            sum(row["val_nats_by_seed"]) / len(row["val_nats_by_seed"]),
         )
         assert len(row["val_nats_by_seed"]) == len(table["seeds"])
     losses = [r["val_nats_per_char"] for r in table["frontier"]]
@@ -114,7 +149,11 @@ def test_stored_baselines_give_both_networks_the_same_budget(baselines):
         budgets.append(ext["budget_cpu_seconds"])
         assert sorted(ext["runs"]) == sorted(MODELS)
         for run in ext["runs"].values():
-            assert ext["budget_cpu_seconds"] <= run["cpu_seconds"] < ext["budget_cpu_seconds"] + 2
+            assert (
+                ext["budget_cpu_seconds"]
+                <= run["cpu_seconds"]
+                < ext["budget_cpu_seconds"] + 2
+            )
     assert [v["budget_cpu_seconds"] for v in baselines["verdicts"]] == budgets
     # longer budgets are tried only while the Transformer has not won
     assert all(v["winner"] != "transformer" for v in baselines["verdicts"][:-1])
@@ -146,8 +185,17 @@ LONG_KINDS = ("transformer", "transformer_c96", "lstm")
 
 
 def check_long_layout(table: dict) -> None:
-    for key in ("seeds", "data", "budget_cpu_seconds", "training", "ngram", "models",
-                "verdict", "notes", "machine"):  # fmt: skip
+    for key in (
+        "seeds",
+        "data",
+        "budget_cpu_seconds",
+        "training",
+        "ngram",
+        "models",
+        "verdict",
+        "notes",
+        "machine",
+    ):
         assert key in table, key
     assert sorted(table["models"]) == sorted(LONG_KINDS)
     budget = table["budget_cpu_seconds"]
@@ -169,7 +217,9 @@ def check_long_layout(table: dict) -> None:
     for kind in LONG_KINDS:
         assert verdict["bpc"][kind] == table["models"][kind]["summary"]["bpc"]["mean"]
     assert verdict["winner"] == min(verdict["bpc"], key=verdict["bpc"].get)
-    best_other = min(table["models"]["lstm"]["summary"]["bpc"]["min"], table["ngram"]["bpc"])
+    best_other = min(
+        table["models"]["lstm"]["summary"]["bpc"]["min"], table["ngram"]["bpc"]
+    )
     for kind, wins in verdict["beats_both_every_seed"].items():
         assert wins == (table["models"][kind]["summary"]["bpc"]["max"] < best_other)
 
@@ -187,4 +237,6 @@ def test_stored_long_budget_is_consistent(baselines):
     assert table["budget_cpu_seconds"] >= 10 * baselines["budget_cpu_seconds"]
     # the same validation text as the short runs: the refitted counts score it the same
     assert table["data"]["n_valid_chars"] == baselines["data"]["n_valid_chars"]
-    assert math.isclose(table["ngram"]["bpc"], baselines["ngram"]["7"]["bpc"], rel_tol=1e-9)
+    assert math.isclose(
+        table["ngram"]["bpc"], baselines["ngram"]["7"]["bpc"], rel_tol=1e-9
+    )

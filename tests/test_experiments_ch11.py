@@ -19,27 +19,52 @@ ROWS = ("gpt2", "+rmsnorm", "+swiglu", "+rope", "+gqa", "mqa")
 def run_quick(out: Path, *extra: str) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "BOOK_SEED": "0"}
     subprocess.run(
-        [sys.executable, "experiments/ch11_ablation.py", "--quick", "--out", str(out), *extra],
-        cwd=ROOT, env=env, check=True, capture_output=True, timeout=180,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "experiments/ch11_ablation.py",
+            "--quick",
+            "--out",
+            str(out),
+            *extra,
+        ],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=180,
+    )
     return json.loads(out.read_text())
 
 
 def check_layout(table: dict, n_seeds: int) -> None:
-    for key in ("seeds", "data", "budget_cpu_seconds", "model", "params_target", "training",
-                "rows", "notes", "machine"):  # fmt: skip
+    for key in (
+        "seeds",
+        "data",
+        "budget_cpu_seconds",
+        "model",
+        "params_target",
+        "training",
+        "rows",
+        "notes",
+        "machine",
+    ):
         assert key in table, key
     assert len(table["seeds"]) == n_seeds
     rows = {row["name"]: row for row in table["rows"]}
     assert list(rows) == list(ROWS)
     # the rows are cumulative: each one turns on one more of Llama's choices
     assert (rows["gpt2"]["norm"], rows["gpt2"]["ffn"], rows["gpt2"]["positional"]) == (
-        "layer", "mlp", "learned",
-    )  # fmt: skip
+        "layer",
+        "mlp",
+        "learned",
+    )
     assert rows["gpt2"]["bias"] and rows["gpt2"]["activation"] == "gelu"
     assert rows["+rmsnorm"]["norm"] == "rms" and rows["+rmsnorm"]["ffn"] == "mlp"
     assert rows["+swiglu"]["ffn"] == "swiglu" and not rows["+swiglu"]["bias"]
-    assert rows["+swiglu"]["positional"] == "learned" and rows["+rope"]["positional"] == "rope"
+    assert (
+        rows["+swiglu"]["positional"] == "learned"
+        and rows["+rope"]["positional"] == "rope"
+    )
     heads = table["model"]["n_heads"]
     assert [rows[n]["n_kv_heads"] for n in ROWS] == [heads] * 4 + [heads // 2, 1]
     # parameters matched to the GPT-2 block's within a few per cent
@@ -47,7 +72,8 @@ def check_layout(table: dict, n_seeds: int) -> None:
     assert rows["gpt2"]["params"] == target
     for row in rows.values():
         assert abs(row["params"] - target) / target < 0.03, row["name"]
-    assert rows["+swiglu"]["d_ff"] < rows["gpt2"]["d_ff"]  # three matrices instead of two
+    # three matrices instead of two
+    assert rows["+swiglu"]["d_ff"] < rows["gpt2"]["d_ff"]
     # one learning rate for every row: the sweep's best on the GPT-2 block
     sweep = table["training"]["lr_sweep"]["bpc_on_curve_slice"]
     assert table["training"]["lr"] == float(min(sweep, key=sweep.get))
@@ -59,7 +85,9 @@ def check_layout(table: dict, n_seeds: int) -> None:
             assert 0 < run["bpc"] < 8
             assert run["tokens"] == run["steps"] * table["training"]["tokens_per_batch"]
             assert run["cpu_seconds"] >= budget  # a run stops at the first step past it
-            assert run["tokens_per_second"] == pytest.approx(run["tokens"] / run["cpu_seconds"])
+            assert run["tokens_per_second"] == pytest.approx(
+                run["tokens"] / run["cpu_seconds"]
+            )
         assert row["summary"]["bpc"] == seed_spread([r["bpc"] for r in runs])
         assert row["summary"]["steps"] == seed_spread([r["steps"] for r in runs])
 

@@ -37,8 +37,16 @@ def run_quick(script: str, out: Path, *extra: str) -> dict:
 
 
 def check_finetune(table: dict, n_seeds: int) -> None:
-    for key in ("seeds", "labels", "data", "model", "training", "table", "per_seed",
-                "machine"):  # fmt: skip
+    for key in (
+        "seeds",
+        "labels",
+        "data",
+        "model",
+        "training",
+        "table",
+        "per_seed",
+        "machine",
+    ):
         assert key in table, key
     seeds = [str(s) for s in table["seeds"]]
     assert len(seeds) == n_seeds and sorted(table["per_seed"]) == sorted(seeds)

@@ -20,10 +20,20 @@ CHARLM = tuple(m for m in NEEDLE if m != "linformer")  # causal only
 def run_quick(out: Path, *extra: str) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "BOOK_SEED": "0"}
     subprocess.run(
-        [sys.executable, "experiments/ch13_efficient.py", "--quick", "--out", str(out),
-         *extra],
-        cwd=ROOT, env=env, check=True, capture_output=True, timeout=180,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "experiments/ch13_efficient.py",
+            "--quick",
+            "--out",
+            str(out),
+            *extra,
+        ],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=180,
+    )
     return json.loads(out.read_text())
 
 

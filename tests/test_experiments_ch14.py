@@ -50,6 +50,10 @@ def test_quick_run_writes_the_same_layout(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "BOOK_SEED": "0"}
     subprocess.run(
         [sys.executable, "experiments/ch14_speed.py", "--quick", "--out", str(out)],
-        cwd=ROOT, env=env, check=True, capture_output=True, timeout=360,
-    )  # fmt: skip
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=360,
+    )
     check_layout(json.loads(out.read_text()), n_seeds=1)

@@ -20,7 +20,9 @@ SCHEMES = ["learned", "sinusoidal", "rope", "alibi", "t5"]
 
 def _gpt(seed: int = 0, **kw: object) -> DecoderOnlyTransformer:
     torch.manual_seed(seed)
-    fields = dict(vocab_size=20, d_model=32, n_heads=4, n_layers=2, d_ff=64, dropout=0.0)
+    fields = dict(
+        vocab_size=20, d_model=32, n_heads=4, n_layers=2, d_ff=64, dropout=0.0
+    )
     fields.update(kw)
     return DecoderOnlyTransformer(DecoderOnlyConfig(**fields)).eval()  # type: ignore[arg-type]
 
@@ -83,7 +85,9 @@ def test_gpt_generation_with_and_without_cache_gives_the_same_tokens():
     assert torch.equal(a[:, :4], prompt)
     g1, g2 = (torch.Generator().manual_seed(7) for _ in range(2))
     s1 = generate(model, prompt, 12, temperature=1.0, top_k=5, generator=g1)
-    s2 = generate(model, prompt, 12, temperature=1.0, top_k=5, generator=g2, use_cache=False)
+    s2 = generate(
+        model, prompt, 12, temperature=1.0, top_k=5, generator=g2, use_cache=False
+    )
     assert torch.equal(s1, s2)
 
 
@@ -131,9 +135,14 @@ def test_gpt_trains_on_a_pattern():
 def test_encoder_only_reads_both_directions_and_ignores_padding(norm_first):
     torch.manual_seed(0)
     config = EncoderOnlyConfig(
-        vocab_size=20, d_model=32, n_heads=4, d_ff=64, dropout=0.0, n_classes=3,
+        vocab_size=20,
+        d_model=32,
+        n_heads=4,
+        d_ff=64,
+        dropout=0.0,
+        n_classes=3,
         norm_first=norm_first,
-    )  # fmt: skip
+    )
     model = EncoderOnlyTransformer(config).eval()
     ids = torch.randint(3, 20, (2, 7))
     changed = ids.clone()
@@ -146,7 +155,9 @@ def test_encoder_only_reads_both_directions_and_ignores_padding(norm_first):
     assert model.token_logits(ids).shape == (2, 7, 20)
     assert model.token_head.weight is model.embedding.weight
     with pytest.raises(ValueError, match="classification head"):
-        EncoderOnlyTransformer(dataclasses.replace(config, n_classes=None)).classify(ids)
+        EncoderOnlyTransformer(dataclasses.replace(config, n_classes=None)).classify(
+            ids
+        )
 
 
 @pytest.mark.parametrize(
@@ -160,7 +171,11 @@ def test_encoder_only_reads_both_directions_and_ignores_padding(norm_first):
 def test_checkpoints_rebuild_every_family(model, tmp_path):
     path = save_checkpoint(model, tmp_path / "m.pt", step=3)
     back, extra = load_checkpoint(path, with_extra=True)
-    assert type(back) is type(model) and back.config == model.config and extra == {"step": 3}
+    assert (
+        type(back) is type(model)
+        and back.config == model.config
+        and extra == {"step": 3}
+    )
     ids = torch.randint(3, 12, (2, 5))
     model.eval()
     assert_close(back(ids), model(ids))

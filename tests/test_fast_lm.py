@@ -20,7 +20,13 @@ TOL = dict(atol=1e-5, rtol=1e-5)
 def _gpt(seed: int = 0, **kw: object) -> DecoderOnlyTransformer:
     torch.manual_seed(seed)
     fields = dict(
-        vocab_size=23, d_model=32, n_heads=4, n_layers=2, d_ff=64, dropout=0.0, max_len=64
+        vocab_size=23,
+        d_model=32,
+        n_heads=4,
+        n_layers=2,
+        d_ff=64,
+        dropout=0.0,
+        max_len=64,
     )
     fields.update(kw)
     return DecoderOnlyTransformer(DecoderOnlyConfig(**fields)).eval()  # type: ignore[arg-type]
@@ -129,7 +135,9 @@ def test_causal_dropout_attention_gradients(block):
     """Forward and hand-written backward against autograd on the same masks."""
     torch.manual_seed(0)
     BH, T, D, p = 6, 37, 8, 0.3
-    q, k, v = (torch.randn(BH, T, D, dtype=torch.float64, requires_grad=True) for _ in "qkv")
+    q, k, v = (
+        torch.randn(BH, T, D, dtype=torch.float64, requires_grad=True) for _ in "qkv"
+    )
     g = torch.randn(BH, T, D, dtype=torch.float64)
 
     def reference() -> torch.Tensor:
@@ -137,9 +145,12 @@ def test_causal_dropout_attention_gradients(block):
         outs = []
         for lo in range(0, T, block):
             hi = min(T, lo + block)
-            s = torch.baddbmm(upper[lo:hi, :hi], q[:, lo:hi], k[:, :hi].mT, alpha=D**-0.5)
+            s = torch.baddbmm(
+                upper[lo:hi, :hi], q[:, lo:hi], k[:, :hi].mT, alpha=D**-0.5
+            )
             w = s.softmax(-1)
-            outs.append((w * keep_mask(w, p)) @ v[:, :hi])  # masks drawn in the same order
+            # masks drawn in the same order
+            outs.append((w * keep_mask(w, p)) @ v[:, :hi])
         return torch.cat(outs, 1) / (1 - p)
 
     torch.manual_seed(1)
@@ -187,7 +198,8 @@ def test_steps_equal_the_models_steps():
         assert state.length == 10
         padded = ids.clone()
         padded[1, 3] = model.pad_id
-        assert isinstance(fast.start(padded[:, :4]), LMState)  # padding: the model's state
+        # padding: the model's state
+        assert isinstance(fast.start(padded[:, :4]), LMState)
 
 
 def test_errors():
@@ -219,7 +231,9 @@ def test_chapter_11_blocks_go_to_the_models_own_generation():
     from transformer.modern import ModernDecoderConfig
 
     torch.manual_seed(9)
-    config = ModernDecoderConfig(vocab_size=23, d_model=32, n_heads=4, n_kv_heads=2, n_layers=2)
+    config = ModernDecoderConfig(
+        vocab_size=23, d_model=32, n_heads=4, n_kv_heads=2, n_layers=2
+    )
     model = DecoderOnlyTransformer(config).eval()
     fast = FastLM(model)
     ids = torch.randint(3, 23, (2, 6))

@@ -29,7 +29,11 @@ def image_cells(nb: dict) -> list[dict]:
         c
         for c in nb["cells"]
         if c["cell_type"] == "code"
-        and any(k.startswith("image/") for o in c.get("outputs", []) for k in o.get("data", {}))
+        and any(
+            k.startswith("image/")
+            for o in c.get("outputs", [])
+            for k in o.get("data", {})
+        )
     ]
 
 
@@ -48,9 +52,13 @@ def figure_problems(nb: dict, chapter: str) -> list[str]:
             problems.append(f"{where}: no mystnb.image.alt")
         match = NAME.fullmatch(name)
         if not match:
-            problems.append(f"{where}: figure name {name!r} is not fig-<chapter>-<short>")
+            problems.append(
+                f"{where}: figure name {name!r} is not fig-<chapter>-<short>"
+            )
         elif match.group(1) != chapter:
-            problems.append(f"{where}: figure name {name!r} does not carry chapter {chapter}")
+            problems.append(
+                f"{where}: figure name {name!r} does not carry chapter {chapter}"
+            )
         if name:
             names.append(name)
         # the figure options wrap every displayed output of the cell; a second one
@@ -62,10 +70,14 @@ def figure_problems(nb: dict, chapter: str) -> list[str]:
             and not o.get("metadata", {}).get("scrapbook", {}).get("mime_prefix")
         ]
         if len(shown) > 1:
-            problems.append(f"{where}: {len(shown)} displayed outputs share one figure label")
+            problems.append(
+                f"{where}: {len(shown)} displayed outputs share one figure label"
+            )
     for name in sorted({n for n in names if names.count(n) > 1}):
         problems.append(f"figure name {name!r} is used by {names.count(name)} cells")
-    prose = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+    prose = "\n".join(
+        "".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown"
+    )
     referred = set(NUMREF.findall(prose))
     for name in names:
         if name not in referred:
@@ -87,7 +99,9 @@ def test_names_are_unique_across_the_book():
     names = []
     for path in CHAPTERS:
         for cell in image_cells(json.loads(path.read_text())):
-            names.append(cell["metadata"].get("mystnb", {}).get("figure", {}).get("name"))
+            names.append(
+                cell["metadata"].get("mystnb", {}).get("figure", {}).get("name")
+            )
     assert len(names) == len(set(names))
 
 
@@ -97,7 +111,12 @@ def _nb(cells: list[dict]) -> dict:
 
 def _fig(meta: dict, n_outputs: int = 1) -> dict:
     out = {"output_type": "display_data", "data": {"image/png": "", "text/plain": ""}}
-    return {"cell_type": "code", "id": "x", "metadata": meta, "outputs": [out] * n_outputs}
+    return {
+        "cell_type": "code",
+        "id": "x",
+        "metadata": meta,
+        "outputs": [out] * n_outputs,
+    }
 
 
 def _md(text: str) -> dict:
@@ -113,7 +132,10 @@ GOOD = {
 
 
 def test_the_checker_accepts_a_complete_figure():
-    assert figure_problems(_nb([_md("See {numref}`fig-02-decay`."), _fig(GOOD)]), "02") == []
+    assert (
+        figure_problems(_nb([_md("See {numref}`fig-02-decay`."), _fig(GOOD)]), "02")
+        == []
+    )
     explicit = _md("See {numref}`Figure %s <fig-02-decay>`.")
     assert figure_problems(_nb([explicit, _fig(GOOD)]), "02") == []
 
@@ -122,16 +144,29 @@ def test_the_checker_accepts_a_complete_figure():
     "meta, prose, expected",
     [
         ({}, "", "no mystnb.figure.caption"),
-        ({"mystnb": {"figure": GOOD["mystnb"]["figure"]}}, "{numref}`fig-02-decay`", "alt"),
+        (
+            {"mystnb": {"figure": GOOD["mystnb"]["figure"]}},
+            "{numref}`fig-02-decay`",
+            "alt",
+        ),
         (GOOD, "the plot below", "never referred to"),
-        (GOOD, "{numref}`fig-02-other` and {numref}`fig-02-decay`", "points at no figure"),
+        (
+            GOOD,
+            "{numref}`fig-02-other` and {numref}`fig-02-decay`",
+            "points at no figure",
+        ),
         (
             {"mystnb": {**GOOD["mystnb"], "figure": {"caption": "c", "name": "decay"}}},
             "{numref}`decay`",
             "not fig-<chapter>-<short>",
         ),
         (
-            {"mystnb": {**GOOD["mystnb"], "figure": {"caption": "c", "name": "fig-03-decay"}}},
+            {
+                "mystnb": {
+                    **GOOD["mystnb"],
+                    "figure": {"caption": "c", "name": "fig-03-decay"},
+                }
+            },
             "{numref}`fig-03-decay`",
             "does not carry chapter 02",
         ),
@@ -143,7 +178,11 @@ def test_the_checker_reports_what_is_missing(meta, prose, expected):
 
 
 def test_the_checker_reports_duplicate_names_and_shared_labels():
-    problems = figure_problems(_nb([_md("{numref}`fig-02-decay`"), _fig(GOOD), _fig(GOOD)]), "02")
+    problems = figure_problems(
+        _nb([_md("{numref}`fig-02-decay`"), _fig(GOOD), _fig(GOOD)]), "02"
+    )
     assert any("used by 2 cells" in p for p in problems), problems
-    problems = figure_problems(_nb([_md("{numref}`fig-02-decay`"), _fig(GOOD, 2)]), "02")
+    problems = figure_problems(
+        _nb([_md("{numref}`fig-02-decay`"), _fig(GOOD, 2)]), "02"
+    )
     assert any("share one figure label" in p for p in problems), problems

@@ -1,4 +1,5 @@
-"""The flashcards page and the Anki deck hold every chapter's questions with their answers."""
+"""The flashcards page and the Anki deck hold every chapter's questions with their
+answers."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 
 def answer_blocks(path: Path) -> int:
-    """Answer blocks in the chapter's "Check your understanding" section, counted raw."""
+    """Answer blocks in the chapter's "Check your understanding" section, counted
+    raw."""
     text = "\n\n".join(
         "".join(c["source"])
         for c in json.loads(path.read_text())["cells"]
@@ -47,7 +49,9 @@ def built(tmp_path_factory):
 def test_every_question_of_every_chapter_is_a_card(built, path):
     cards, _, _ = built
     mine = [c for c in cards if c.chapter == path.stem]
-    assert len(mine) >= 3, f"{path.name} has {len(mine)} check-your-understanding questions"
+    assert len(mine) >= 3, (
+        f"{path.name} has {len(mine)} check-your-understanding questions"
+    )
     assert len(mine) == answer_blocks(path)
     for card in mine:
         assert card.question and card.answer, card
@@ -67,11 +71,16 @@ def test_the_deck_holds_each_question_with_its_answer_and_math(built):
             for tex in inline:  # inline math reaches Anki's MathJax delimiters intact
                 assert (
                     r"\("
-                    + tex.strip().replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+                    + tex.strip()
+                    .replace("&", "&amp;")
+                    .replace("<", "&lt;")
+                    .replace(">", "&gt;")
                     + r"\)"
                     in field
                 ), tex
-            assert "$" not in re.sub(r"\\\(.*?\\\)|\\\[.*?\\\]", "", field, flags=re.DOTALL)
+            assert "$" not in re.sub(
+                r"\\\(.*?\\\)|\\\[.*?\\\]", "", field, flags=re.DOTALL
+            )
     assert any(r"\(" in n[0] + n[1] for n in notes), "no card has math at all?"
 
 
@@ -87,7 +96,10 @@ def test_the_page_lists_every_question_with_a_hidden_answer(built):
 def test_a_question_without_an_answer_is_an_error(tmp_path):
     nb = {
         "cells": [
-            {"cell_type": "markdown", "source": ["# Chapter 0\n\n## Check your understanding\n"]},
+            {
+                "cell_type": "markdown",
+                "source": ["# Chapter 0\n\n## Check your understanding\n"],
+            },
             {"cell_type": "markdown", "source": ["**1.** Unanswered?"]},
         ]
     }

@@ -13,7 +13,11 @@ from torch.testing import assert_close
 
 from transformer.fast_lm import FastLM
 from transformer.gpt import DecoderOnlyTransformer, generate
-from transformer.gpt2 import config_from_gpt2, gpt2_from_state_dict, load_gpt2_state_dict
+from transformer.gpt2 import (
+    config_from_gpt2,
+    gpt2_from_state_dict,
+    load_gpt2_state_dict,
+)
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # also set in conftest.py: nothing is downloaded
 transformers = pytest.importorskip("transformers")
@@ -113,7 +117,11 @@ def test_loader_reads_the_size_from_the_weights_and_refuses_foreign_ones():
     _, theirs = _pair(4)
     hf_config = {"n_head": 4, "activation_function": "gelu_new"}
     model = gpt2_from_state_dict(theirs.state_dict(), hf_config, dropout=0.0)
-    assert (model.config.n_layers, model.config.d_model, model.config.max_len) == (2, 32, 40)
+    assert (model.config.n_layers, model.config.d_model, model.config.max_len) == (
+        2,
+        32,
+        40,
+    )
     assert not model.training
     ids = torch.randint(0, 101, (1, 9))
     with torch.no_grad():
@@ -121,7 +129,9 @@ def test_loader_reads_the_size_from_the_weights_and_refuses_foreign_ones():
     state = dict(theirs.state_dict())
     state.pop("transformer.h.1.mlp.c_fc.bias")
     with pytest.raises(KeyError, match="h.1.mlp.c_fc.bias"):
-        load_gpt2_state_dict(DecoderOnlyTransformer(config_from_gpt2(_pair(4)[1].config)), state)
+        load_gpt2_state_dict(
+            DecoderOnlyTransformer(config_from_gpt2(_pair(4)[1].config)), state
+        )
     small = DecoderOnlyTransformer(
         config_from_gpt2(theirs.config, n_layers=2, d_model=16, n_heads=4, d_ff=64)
     )

@@ -20,7 +20,9 @@ def _src_ids() -> torch.Tensor:
 
 
 def _grads(module: nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
+    return {
+        n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None
+    }
 
 
 @pytest.mark.parametrize("norm_first", [False, True])
@@ -28,7 +30,13 @@ def _grads(module: nn.Module) -> dict[str, torch.Tensor]:
 def test_encoder_layer_matches_torch(norm_first: bool, activation: str) -> None:
     torch.manual_seed(0)
     theirs = nn.TransformerEncoderLayer(
-        C, H, F_, dropout=0.0, activation=activation, batch_first=True, norm_first=norm_first
+        C,
+        H,
+        F_,
+        dropout=0.0,
+        activation=activation,
+        batch_first=True,
+        norm_first=norm_first,
     )
     ours = EncoderLayer(C, H, F_, activation=activation, norm_first=norm_first)
     ours.copy_from_torch(theirs)
@@ -52,11 +60,15 @@ def test_encoder_layer_matches_torch(norm_first: bool, activation: str) -> None:
         g_ours["self_attn.out_proj.weight"], g_theirs["self_attn.out_proj.weight"]
     )
     q_grad = g_theirs["self_attn.in_proj_weight"][:C]
-    torch.testing.assert_close(g_ours["self_attn.q_proj.weight"], q_grad, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(
+        g_ours["self_attn.q_proj.weight"], q_grad, atol=1e-5, rtol=1e-4
+    )
 
 
 @pytest.mark.parametrize("norm_first", [False, True])
-def test_encoder_layer_matches_torch_in_eval_mode_with_dropout(norm_first: bool) -> None:
+def test_encoder_layer_matches_torch_in_eval_mode_with_dropout(
+    norm_first: bool,
+) -> None:
     torch.manual_seed(1)
     theirs = nn.TransformerEncoderLayer(
         C, H, F_, dropout=0.3, batch_first=True, norm_first=norm_first
@@ -184,7 +196,8 @@ def test_fast_dropout_statistics_and_gradient() -> None:
     torch.testing.assert_close(kept, torch.full_like(kept, 1 / 0.9))
     assert abs(float(y.mean()) - 1.0) < 0.01  # inverted dropout keeps the expectation
     y.sum().backward()
-    torch.testing.assert_close(x.grad, (y != 0).float() / 0.9)  # gradient through the mask
+    # gradient through the mask
+    torch.testing.assert_close(x.grad, (y != 0).float() / 0.9)
     assert not torch.equal(drop(x), drop(x))  # a fresh mask per call
     drop.eval()
     assert drop(x) is x

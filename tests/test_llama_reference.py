@@ -53,7 +53,8 @@ def _hf_config(n_kv_heads: int = 2, **fields):
 
 
 def _pair(seed: int = 0, n_kv_heads: int = 2, **fields):
-    """HF Llama with weights far from their init (norm gains too), and ours with a copy."""
+    """HF Llama with weights far from their init (norm gains too), and ours with a
+    copy."""
     torch.manual_seed(seed)
     theirs = transformers.LlamaForCausalLM(_hf_config(n_kv_heads, **fields)).eval()
     with torch.no_grad():
@@ -141,7 +142,11 @@ def test_config_from_llama_reads_every_field():
         88,
         2,
     )
-    assert (c.max_len, c.layer_norm_eps, c.positional_options) == (64, 1e-5, {"base": 500.0})
+    assert (c.max_len, c.layer_norm_eps, c.positional_options) == (
+        64,
+        1e-5,
+        {"base": 500.0},
+    )
     assert (c.tie_output, c.bias, c.norm, c.ffn, c.positional) == (
         True,
         False,
@@ -154,7 +159,10 @@ def test_config_from_llama_reads_every_field():
 
 
 def test_tied_and_biased_llamas_load_exactly():
-    for fields in ({"tie_word_embeddings": True}, {"attention_bias": True, "mlp_bias": True}):
+    for fields in (
+        {"tie_word_embeddings": True},
+        {"attention_bias": True, "mlp_bias": True},
+    ):
         ours, theirs = _pair(4, 2, **fields)
         ids = torch.randint(0, V, (2, 9))
         with torch.no_grad():
@@ -164,7 +172,13 @@ def test_tied_and_biased_llamas_load_exactly():
 def test_config_errors_name_the_problem():
     with pytest.raises(ValueError, match="rope_type 'linear'"):
         config_from_llama(
-            _hf_config(rope_parameters={"rope_type": "linear", "factor": 2.0, "rope_theta": 1e4})
+            _hf_config(
+                rope_parameters={
+                    "rope_type": "linear",
+                    "factor": 2.0,
+                    "rope_theta": 1e4,
+                }
+            )
         )
     with pytest.raises(ValueError, match="head_dim=16"):
         config_from_llama(_hf_config(head_dim=16))
@@ -179,7 +193,9 @@ def test_config_errors_name_the_problem():
 def test_loader_refuses_missing_unexpected_and_misshapen_weights():
     ours, theirs = _pair(5)
     state = dict(theirs.state_dict())
-    missing = {k: v for k, v in state.items() if k != "model.layers.1.mlp.up_proj.weight"}
+    missing = {
+        k: v for k, v in state.items() if k != "model.layers.1.mlp.up_proj.weight"
+    }
     with pytest.raises(KeyError, match="layers.1.mlp.up_proj.weight"):
         load_llama_state_dict(ours, missing)
     extra = {**state, "model.layers.2.input_layernorm.weight": torch.ones(32)}
@@ -205,7 +221,9 @@ def test_fast_path_generates_hugging_faces_tokens(n_kv_heads):
     fast = FastModernLM(ours).eval()
     prompt = torch.randint(3, V, (2, 9))  # the buffers fill at 18 and must grow
     with torch.no_grad():
-        want = theirs.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=20)
+        want = theirs.generate(
+            prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=20
+        )
         state = fast.start(prompt)
         assert isinstance(state, GeneralState) and state.k.shape[2] == n_kv_heads
         assert_close(state.logits, theirs(prompt).logits[:, -1], **TOL)
@@ -236,7 +254,10 @@ def test_fast_modern_path_checks_its_input_and_falls_back():
             fast.step(torch.tensor([1, 2]), state)
         padded = fast.start(prompt, attention_mask=torch.tensor([[1, 1, 1, 0, 0]]))
         assert isinstance(padded, LMState)  # the model's own path
-    for fields in ({"positional": "learned"}, {"norm": "layer", "ffn": "mlp", "n_kv_heads": 4}):
+    for fields in (
+        {"positional": "learned"},
+        {"norm": "layer", "ffn": "mlp", "n_kv_heads": 4},
+    ):
         other = DecoderOnlyTransformer(
             ModernDecoderConfig(vocab_size=V, d_model=32, n_heads=4, **fields)  # type: ignore[arg-type]
         ).eval()
@@ -246,8 +267,13 @@ def test_fast_modern_path_checks_its_input_and_falls_back():
         assert isinstance(state, (GeneralState, FastLMState))
         want = generate(other, prompt, 12, temperature=0.0)
         assert torch.equal(generate(fast, prompt, 12, temperature=0.0), want)  # type: ignore[arg-type]
-    for fields in ({"tie_word_embeddings": True}, {"attention_bias": True, "mlp_bias": True}):
+    for fields in (
+        {"tie_word_embeddings": True},
+        {"attention_bias": True, "mlp_bias": True},
+    ):
         ours, theirs = _pair(8, 2, **fields)
-        want = theirs.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=12)
+        want = theirs.generate(
+            prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=12
+        )
         got = generate(FastModernLM(ours).eval(), prompt, 12, temperature=0.0, eos_id=2)  # type: ignore[arg-type]
         assert torch.equal(got, want)

@@ -1,4 +1,5 @@
-"""Tests for transformer.masks: one convention (bool, True = may attend), shapes, errors."""
+"""Tests for transformer.masks: one convention (bool, True = may attend), shapes,
+errors."""
 
 from __future__ import annotations
 
@@ -8,7 +9,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.testing import assert_close
 
-from transformer.masks import causal_mask, combine_masks, decoder_self_mask, padding_mask
+from transformer.masks import (
+    causal_mask,
+    combine_masks,
+    decoder_self_mask,
+    padding_mask,
+)
 from transformer.multihead import MultiHeadAttention
 
 
@@ -22,7 +28,10 @@ def test_causal_mask_matches_torch_square_subsequent_mask():
 
 def test_causal_mask_rectangular_is_bottom_right_aligned():
     m = causal_mask(2, 5)  # two new queries after three cached keys
-    assert m.tolist() == [[True, True, True, True, False], [True, True, True, True, True]]
+    assert m.tolist() == [
+        [True, True, True, True, False],
+        [True, True, True, True, True],
+    ]
     with pytest.raises(ValueError, match="at least as many keys"):
         causal_mask(5, 3)
     with pytest.raises(ValueError, match="non-negative int"):
@@ -39,7 +48,10 @@ def test_padding_mask_shape_and_values():
     ids = torch.tensor([[5, 6, 7, 0], [8, 0, 0, 0]])
     m = padding_mask(ids, pad_id=0)
     assert m.shape == (2, 1, 1, 4) and m.dtype == torch.bool
-    assert m[:, 0, 0].tolist() == [[True, True, True, False], [True, False, False, False]]
+    assert m[:, 0, 0].tolist() == [
+        [True, True, True, False],
+        [True, False, False, False],
+    ]
     with pytest.raises(ValueError, match=r"\(B, S\)"):
         padding_mask(torch.tensor([1, 2, 0]), 0)
     with pytest.raises(TypeError, match="integer"):
@@ -50,7 +62,11 @@ def test_combine_masks_is_logical_and_with_broadcasting():
     ids = torch.tensor([[5, 6, 0], [8, 9, 4]])
     m = combine_masks(padding_mask(ids, 0), causal_mask(3), None)
     assert m.shape == (2, 1, 3, 3)
-    assert m[0, 0].tolist() == [[True, False, False], [True, True, False], [True, True, False]]
+    assert m[0, 0].tolist() == [
+        [True, False, False],
+        [True, True, False],
+        [True, True, False],
+    ]
     assert torch.equal(m[1, 0], causal_mask(3))
     assert torch.equal(decoder_self_mask(ids, 0), m)
     assert combine_masks(None, None) is None

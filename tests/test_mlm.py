@@ -46,7 +46,8 @@ def test_the_80_10_10_rule_in_proportion():
     # a random replacement equals the original 1 time in N: kept = 0.1 + 0.1 / N
     assert kept == pytest.approx(0.1 + 0.1 / N, abs=0.01)
     assert replaced == pytest.approx(0.1 - 0.1 / N, abs=0.01)
-    assert inputs[chosen & (inputs != MASK)].max() < N  # replacements are ordinary tokens
+    # replacements are ordinary tokens
+    assert inputs[chosen & (inputs != MASK)].max() < N
 
 
 def test_special_tokens_are_never_chosen_and_masks_are_reproducible():
@@ -68,7 +69,9 @@ def test_mask_tokens_rejects_bad_input():
     with pytest.raises(ValueError, match="p must be"):
         _mask(torch.zeros(2, 3, dtype=torch.long), p=1.5)
     with pytest.raises(ValueError, match="n_ordinary"):
-        mask_tokens(torch.zeros(2, 3, dtype=torch.long), mask_id=1, n_ordinary=0, ignore_id=0)
+        mask_tokens(
+            torch.zeros(2, 3, dtype=torch.long), mask_id=1, n_ordinary=0, ignore_id=0
+        )
 
 
 def _tokenizer() -> EncoderTokenizer:
@@ -115,6 +118,7 @@ def test_masked_lm_learns_through_train():
     assert len(batches) == 2
     history = train(model, batches, steps=150, lr=3e-3, progress=False, log_every=10)
     assert history.train_loss[0] > 4.0  # about log(V) at the start
-    assert history.train_loss[-1] < 1.0  # a repeated sentence is predictable from context
+    # a repeated sentence is predictable from context
+    assert history.train_loss[-1] < 1.0
     first, second = next(iter(batches)), next(iter(batches))
     assert not torch.equal(first.src, second.src)  # fresh masks every pass

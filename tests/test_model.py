@@ -1,4 +1,5 @@
-"""Tests of transformer.model: config checks, equivalence with nn.Transformer, checkpoints."""
+"""Tests of transformer.model: config checks, equivalence with nn.Transformer,
+checkpoints."""
 
 from __future__ import annotations
 
@@ -68,7 +69,8 @@ def test_config_is_frozen_and_validated() -> None:
     with pytest.raises(ValueError, match="pad_id"):
         _config(pad_id=50)
     with pytest.raises(ValueError, match="must name a positional scheme"):
-        _config(positional="fourier")  # refused by the config itself, not only the model
+        # refused by the config itself, not only the model
+        _config(positional="fourier")
     assert _config(positional="RoPE").positional == "RoPE"  # names are case-insensitive
 
 
@@ -120,7 +122,9 @@ class TorchReference(nn.Module):
         pe = o.encoder.positional
         s = pe.embed(o.encoder.embedding(src), torch.arange(src.shape[1]))
         t = pe.embed(o.decoder.embedding(tgt), torch.arange(tgt.shape[1]))
-        causal = nn.Transformer.generate_square_subsequent_mask(tgt.shape[1], dtype=torch.bool)
+        causal = nn.Transformer.generate_square_subsequent_mask(
+            tgt.shape[1], dtype=torch.bool
+        )
         h = self.core(
             s,
             t,
@@ -156,11 +160,17 @@ def test_whole_model_matches_torch_transformer(norm_first: bool, mode: str) -> N
         # embeddings and output layer are shared, their gradients must agree
         for name in ("encoder.embedding.embedding.weight", "decoder.output.weight"):
             torch.testing.assert_close(
-                ours_grads[name], dict(ours.named_parameters())[name].grad, atol=1e-5, rtol=1e-4
+                ours_grads[name],
+                dict(ours.named_parameters())[name].grad,
+                atol=1e-5,
+                rtol=1e-4,
             )
         theirs = ref.core.decoder.layers[0].linear1.weight.grad
         torch.testing.assert_close(
-            ours_grads["decoder.layers.0.ffn.linear1.weight"], theirs, atol=1e-5, rtol=1e-4
+            ours_grads["decoder.layers.0.ffn.linear1.weight"],
+            theirs,
+            atol=1e-5,
+            rtol=1e-4,
         )
 
 
@@ -186,7 +196,9 @@ def test_future_target_tokens_do_not_leak() -> None:
     torch.testing.assert_close(model(src, tgt)[:, :-1], model(src, changed)[:, :-1])
 
 
-@pytest.mark.parametrize("positional", ["sinusoidal", "learned", "rope", "alibi", "t5", "none"])
+@pytest.mark.parametrize(
+    "positional", ["sinusoidal", "learned", "rope", "alibi", "t5", "none"]
+)
 def test_every_positional_scheme_trains_and_decodes(positional: str) -> None:
     torch.manual_seed(3)
     model = Transformer(_config(positional=positional, max_len=32))
@@ -201,7 +213,9 @@ def test_every_positional_scheme_trains_and_decodes(positional: str) -> None:
         for t in range(tgt.shape[1]):
             step_logits, state = model.step(tgt[:, t], state)
             real = tgt[:, : t + 1].ne(0).all(1)  # rows whose prefix has no padding
-            torch.testing.assert_close(step_logits[real], full[real, t], atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(
+                step_logits[real], full[real, t], atol=1e-5, rtol=1e-4
+            )
 
 
 def test_embedding_scale_and_weight_tying() -> None:
@@ -293,7 +307,9 @@ def test_checkpoint_errors(tmp_path: os.PathLike[str]) -> None:
         load_checkpoint(garbage)
     foreign = os.path.join(tmp_path, "foreign.pt")
     torch.save(model.state_dict(), foreign)  # a bare state dict, not our format
-    with pytest.raises(CheckpointError, match="not a checkpoint written by save_checkpoint"):
+    with pytest.raises(
+        CheckpointError, match="not a checkpoint written by save_checkpoint"
+    ):
         load_checkpoint(foreign)
     # weights that do not fit the stored config
     payload = torch.load(good, weights_only=True)
@@ -334,7 +350,12 @@ def test_checkpoint_extra_values_come_back(tmp_path: os.PathLike[str]) -> None:
 
 @pytest.mark.parametrize(
     "bad, culprit",
-    [(np.float32(0.5), "float32"), (object(), "object"), ({1: 2}, "key 1"), ([1, {2}], "set")],
+    [
+        (np.float32(0.5), "float32"),
+        (object(), "object"),
+        ({1: 2}, "key 1"),
+        ([1, {2}], "set"),
+    ],
 )
 def test_checkpoint_refuses_extra_values_it_could_not_load(
     tmp_path: os.PathLike[str], bad: object, culprit: str

@@ -1,4 +1,5 @@
-"""RMSNorm, SwiGLU, grouped-query attention and the config that chooses them (chapter 11)."""
+"""RMSNorm, SwiGLU, grouped-query attention and the config that chooses them (chapter
+11)."""
 
 from __future__ import annotations
 
@@ -51,7 +52,9 @@ def test_swiglu_by_hand():
     x = torch.randn(2, 3, 8)
     W, V, W2 = ffn.linear1, ffn.linear_up, ffn.linear2
     gate = x @ W.weight.T + W.bias
-    want = ((gate * torch.sigmoid(gate)) * (x @ V.weight.T + V.bias)) @ W2.weight.T + W2.bias
+    want = (
+        (gate * torch.sigmoid(gate)) * (x @ V.weight.T + V.bias)
+    ) @ W2.weight.T + W2.bias
     assert_close(ffn(x), want, **TOL)
     assert sum(p.numel() for p in SwiGLUFeedForward(8, 12).parameters()) == 3 * 8 * 12
 
@@ -79,9 +82,12 @@ def test_gqa_equals_multi_head_attention_with_repeated_kv_weights(n_kv_heads):
             getattr(mha, name).load_state_dict(getattr(gqa, name).state_dict())
         for name in ("k_proj", "v_proj"):
             src, dst = getattr(gqa, name), getattr(mha, name)
-            w = src.weight.view(n_kv_heads, D, 32).repeat_interleave(group, 0)  # (H, D, C)
+            # (H, D, C)
+            w = src.weight.view(n_kv_heads, D, 32).repeat_interleave(group, 0)
             dst.weight.copy_(w.reshape(32, 32))
-            dst.bias.copy_(src.bias.view(n_kv_heads, D).repeat_interleave(group, 0).flatten())
+            dst.bias.copy_(
+                src.bias.view(n_kv_heads, D).repeat_interleave(group, 0).flatten()
+            )
     x = torch.randn(2, 6, 32)
     mask = torch.rand(2, 1, 6, 6) > 0.3
     got, w_got = gqa(x, mask=mask, need_weights=True)
@@ -98,7 +104,9 @@ def test_repeated_heads_match_torch_enable_gqa():
     k4, v4 = gqa._heads_of_queries(k, v)
     assert k4.shape == (2, 4, 5, 8)
     ours = F.scaled_dot_product_attention(q, k4, v4, is_causal=True)
-    assert_close(ours, F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True))
+    assert_close(
+        ours, F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+    )
 
 
 def test_cache_holds_only_the_shared_heads():
@@ -135,10 +143,15 @@ def test_the_config_picks_each_part_and_the_gpt2_block_is_unchanged():
     assert block.self_attn.k_proj.weight.shape == (16, 32)
     assert all("bias" not in name for name, _ in model.named_parameters())
     assert isinstance(model.positional, RotaryEmbedding)
-    gpt2ish = _config(norm="layer", ffn="mlp", positional="learned", bias=True, activation="gelu")
-    fields = {f.name: getattr(gpt2ish, f.name) for f in dataclasses.fields(DecoderOnlyConfig)}
+    gpt2ish = _config(
+        norm="layer", ffn="mlp", positional="learned", bias=True, activation="gelu"
+    )
+    fields = {
+        f.name: getattr(gpt2ish, f.name) for f in dataclasses.fields(DecoderOnlyConfig)
+    }
     plain = DecoderOnlyConfig(**{k: v for k, v in fields.items() if k[0] != "_"})
-    torch.manual_seed(7)  # after building the configs: a learned table's check draws numbers
+    # after building the configs: a learned table's check draws numbers
+    torch.manual_seed(7)
     a = DecoderOnlyTransformer(gpt2ish)
     torch.manual_seed(7)
     b = DecoderOnlyTransformer(plain)

@@ -1,11 +1,13 @@
 """The chapter notebooks keep the book's reproducibility rules.
 
-* test plumbing is invisible: nbval markers are cell tags, never ``# NBVAL_...`` comments;
+* test plumbing is invisible: nbval markers are cell tags, never ``# NBVAL_...``
+  comments;
 * every chapter seeds from ``transformer.utils.book_seed()`` (one knob, ``BOOK_SEED``);
-* no assertion is about wall time (timings are printed; speed claims live in benchmarks/);
+* no assertion is about wall time (timings are printed; speed claims live in
+  benchmarks/);
 * a result stated in the prose is glued from the cell that computed it, never typed:
-  percentages, speed-up factors and decimals in markdown must come through ``{glue:...}``
-  (or be mathematics, or code).
+  percentages, speed-up factors and decimals in markdown must come through
+  ``{glue:...}`` (or be mathematics, or code).
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 IDS = [p.stem for p in NOTEBOOKS]
 
-# Name parts that, inside an assert, mean the assertion is about how long something took.
+# Name parts that, inside an assert, mean the assertion is about how long something
+# took.
 TIME_WORDS = {
     "time",
     "times",
@@ -45,7 +48,8 @@ TIME_WORDS = {
 
 
 def names_in(node: ast.AST) -> set[str]:
-    """Lower-case parts of every name, attribute and string key used in an expression."""
+    """Lower-case parts of every name, attribute and string key used in an
+    expression."""
     parts: set[str] = set()
     for sub in ast.walk(node):
         text = None
@@ -72,7 +76,8 @@ def source(cell: dict) -> str:
 def python_of(cell: dict) -> str:
     # IPython magics and shell escapes are not Python
     return "\n".join(
-        "" if line.lstrip().startswith(("%", "!")) else line for line in source(cell).splitlines()
+        "" if line.lstrip().startswith(("%", "!")) else line
+        for line in source(cell).splitlines()
     )
 
 
@@ -80,15 +85,17 @@ def python_of(cell: dict) -> str:
 def test_nbval_markers_are_tags_not_comments(path):
     for cell in cells(path, "code"):
         assert "NBVAL_" not in source(cell), (
-            f"{path.name}: use a cell tag (nbval-ignore-output, ...) instead of a comment:\n"
-            + source(cell)[:200]
+            f"{path.name}: use a cell tag (nbval-ignore-output, ...) instead of a "
+            "comment:\n" + source(cell)[:200]
         )
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
 def test_every_chapter_seeds_from_book_seed(path):
     code = "\n".join(source(c) for c in cells(path, "code"))
-    assert "book_seed()" in code, f"{path.name} never calls transformer.utils.book_seed()"
+    assert "book_seed()" in code, (
+        f"{path.name} never calls transformer.utils.book_seed()"
+    )
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
@@ -99,8 +106,8 @@ def test_no_assertion_on_wall_time(path):
             if isinstance(node, ast.Assert):
                 text = ast.unparse(node.test)
                 assert not (names_in(node.test) & TIME_WORDS), (
-                    f"{path.name}: an assertion about wall time fails on a busy or different "
-                    f"machine; print the timing instead: assert {text}"
+                    f"{path.name}: an assertion about wall time fails on a busy or "
+                    f"different machine; print the timing instead: assert {text}"
                 )
 
 
@@ -109,7 +116,8 @@ _STRIP = [
     re.compile(r"\\begin\{(\w+\*?)\}.*?\\end\{\1\}", re.DOTALL),  # amsmath environments
     re.compile(r"```.*?```", re.DOTALL),  # fenced code and directives
     re.compile(r"\$[^$\n]+\$"),  # inline math
-    re.compile(r"\{[\w:-]+\}`[^`]*`"),  # roles: {glue:text}`k:.1%`, {cite:p}`x`, {doc}`y`
+    # roles: {glue:text}`k:.1%`, {cite:p}`x`, {doc}`y`
+    re.compile(r"\{[\w:-]+\}`[^`]*`"),
     re.compile(r"`[^`\n]*`"),  # inline code
     re.compile(r"\]\([^)]*\)"),  # link targets
     re.compile(r"<[^>\n]+>"),  # html tags
@@ -119,13 +127,20 @@ _STRIP = [
     re.compile(r"\bFigure \d+\.\d+"),  # figure labels ("Figure 10.2"), not results
 ]
 # A percentage, a speed-up factor ("5.3x") or a decimal number typed into the prose.
-RESULT_NUMBER = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?\s?%|\d+(?:\.\d+)?\s?[x×](?![\w])|\d+\.\d+)")
+RESULT_NUMBER = re.compile(
+    r"(?<![\w.])(\d+(?:\.\d+)?\s?%|\d+(?:\.\d+)?\s?[x×](?![\w])|\d+\.\d+)"
+)
 
 
 def test_time_detector():
-    assert names_in(ast.parse("speedups[128] > speedups[16]").body[0].value) & TIME_WORDS
+    assert (
+        names_in(ast.parse("speedups[128] > speedups[16]").body[0].value) & TIME_WORDS
+    )
     assert names_in(ast.parse("t['seconds'] < 3").body[0].value) & TIME_WORDS
-    assert not names_in(ast.parse("sentiment_logits.shape == (B, 2)").body[0].value) & TIME_WORDS
+    assert (
+        not names_in(ast.parse("sentiment_logits.shape == (B, 2)").body[0].value)
+        & TIME_WORDS
+    )
 
 
 def typed_numbers(markdown: str) -> list[str]:
@@ -141,8 +156,12 @@ def test_typed_number_detector():
         "5.3x",
         "0.011",
     ]
-    assert typed_numbers("reached {glue:text}`acc:.1%` with $p = 0.1$ and `lr=1e-3`") == []
-    assert typed_numbers("## 9.2 Training\nsee {cite:p}`vaswani2017` and figure 3") == []
+    assert (
+        typed_numbers("reached {glue:text}`acc:.1%` with $p = 0.1$ and `lr=1e-3`") == []
+    )
+    assert (
+        typed_numbers("## 9.2 Training\nsee {cite:p}`vaswani2017` and figure 3") == []
+    )
     assert typed_numbers("$$\\sigma = 0.5$$ and a 4x4 grid") == []
     assert typed_numbers("**Figure 10.2.** Loss 0.25 per token") == ["0.25"]
 
@@ -155,7 +174,7 @@ def test_prose_numbers_are_glued(path):
         if found:
             offenders.append(f"{found} in: {source(cell)[:120]!r}")
     assert not offenders, (
-        f"{path.name}: results in the prose must be glued from the cell that computed them "
-        "({glue:text}`name:.1%`), or written as math/code when they are not results:\n"
-        + "\n".join(offenders)
+        f"{path.name}: results in the prose must be glued from the cell that computed "
+        "them ({glue:text}`name:.1%`), or written as math/code when they are not "
+        "results:\n" + "\n".join(offenders)
     )

@@ -1,9 +1,11 @@
-"""The package reads like the book: nothing is used before the chapter that introduces it.
+"""The package reads like the book: nothing is used before the chapter that introduces
+it.
 
 * every module of ``transformer`` is registered in ``CHAPTER_OF_MODULE``;
 * a module imports only modules of its own or earlier chapters;
 * notebook ``NN_topic`` (and its exercises) imports only modules of chapters <= NN;
-* every chapter notebook is in the table of contents, and the table lists no missing file.
+* every chapter notebook is in the table of contents, and the table lists no missing
+  file.
 """
 
 from __future__ import annotations
@@ -76,20 +78,27 @@ def test_module_imports_only_earlier_chapters(module):
         )
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS + EXERCISES, ids=lambda p: p.parent.name + "/" + p.name)
+@pytest.mark.parametrize(
+    "path", NOTEBOOKS + EXERCISES, ids=lambda p: p.parent.name + "/" + p.name
+)
 def test_notebook_imports_only_chapters_up_to_its_own(path):
     chapter = int(path.name[:2])
     for dep in imported_modules(notebook_source(path)):
-        assert dep in CHAPTER_OF_MODULE, f"{path.name} imports unknown module transformer.{dep}"
+        assert dep in CHAPTER_OF_MODULE, (
+            f"{path.name} imports unknown module transformer.{dep}"
+        )
         assert CHAPTER_OF_MODULE[dep] <= chapter, (
-            f"{path.name} imports transformer.{dep}, introduced in chapter {CHAPTER_OF_MODULE[dep]}"
+            f"{path.name} imports transformer.{dep}, introduced in chapter "
+            f"{CHAPTER_OF_MODULE[dep]}"
         )
 
 
 def test_checker_catches_a_forward_import():
     src = "from transformer.model import Transformer\nimport transformer.masks as m\n"
     assert imported_modules(src) == {"model", "masks"}
-    assert imported_modules("from .attention import x", relative_to_package=True) == {"attention"}
+    assert imported_modules("from .attention import x", relative_to_package=True) == {
+        "attention"
+    }
 
 
 # Pages that `make book` writes before each build (and git ignores), with their writer.
@@ -101,18 +110,30 @@ GENERATED_PAGES = {
 
 def test_table_of_contents_matches_the_notebooks():
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    files = [toc["root"]] + [c["file"] for part in toc["parts"] for c in part["chapters"]]
+    files = [toc["root"]] + [
+        c["file"] for part in toc["parts"] for c in part["chapters"]
+    ]
     for f in files:
         if f in GENERATED_PAGES:
-            assert GENERATED_PAGES[f].exists(), f"{f} is generated, but its writer is missing"
+            assert GENERATED_PAGES[f].exists(), (
+                f"{f} is generated, but its writer is missing"
+            )
             continue
         stem = ROOT / f
-        exists = [p for p in (stem.with_suffix(".md"), stem.with_suffix(".ipynb")) if p.exists()]
-        assert len(exists) == 1, f"_toc.yml lists {f}, which needs exactly one .md or .ipynb"
+        exists = [
+            p
+            for p in (stem.with_suffix(".md"), stem.with_suffix(".ipynb"))
+            if p.exists()
+        ]
+        assert len(exists) == 1, (
+            f"_toc.yml lists {f}, which needs exactly one .md or .ipynb"
+        )
     listed = {f for f in files if f.startswith("notebooks/")}
     for nb in NOTEBOOKS:
         assert f"notebooks/{nb.stem}" in listed, f"{nb.name} is not in _toc.yml"
-    chapters = [int(re.match(r"notebooks/(\d\d)_", f).group(1)) for f in files if f in listed]
+    chapters = [
+        int(re.match(r"notebooks/(\d\d)_", f).group(1)) for f in files if f in listed
+    ]
     assert chapters == sorted(chapters), "chapters must appear in reading order"
 
 

@@ -1,5 +1,6 @@
-"""Tests for transformer.positional: each scheme's defining property, its errors, and its
-behaviour inside MultiHeadAttention (masks, batches, fused vs explicit path, caches)."""
+"""Tests for transformer.positional: each scheme's defining property, its errors, and
+its behaviour inside MultiHeadAttention (masks, batches, fused vs explicit path,
+caches)."""
 
 from __future__ import annotations
 
@@ -47,9 +48,9 @@ def build(name: str, **options: object) -> PositionalScheme:
     return scheme
 
 
-# ---------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 # Sinusoidal
-# ---------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 
 
 def test_sinusoidal_table_matches_formula() -> None:
@@ -59,7 +60,9 @@ def test_sinusoidal_table_matches_formula() -> None:
         for i in range(4):
             angle = p / 10000 ** (2 * i / 8)
             assert table[p, 2 * i].item() == pytest.approx(math.sin(angle), abs=1e-6)
-            assert table[p, 2 * i + 1].item() == pytest.approx(math.cos(angle), abs=1e-6)
+            assert table[p, 2 * i + 1].item() == pytest.approx(
+                math.cos(angle), abs=1e-6
+            )
     # Bounded: every entry in [-1, 1], every row has norm sqrt(C / 2).
     assert table.abs().max() <= 1.0
     torch.testing.assert_close(table.norm(dim=1), torch.full((50,), 2.0))
@@ -90,7 +93,9 @@ def test_sinusoidal_embed_grows_on_demand_and_is_not_saved() -> None:
     assert pe.state_dict() == {}  # a non-persistent buffer
     assert "table" in dict(pe.named_buffers())
     # Default positions are 0..T-1.
-    torch.testing.assert_close(pe.embed(torch.zeros(1, 5, 8))[0], sinusoidal_table(5, 8))
+    torch.testing.assert_close(
+        pe.embed(torch.zeros(1, 5, 8))[0], sinusoidal_table(5, 8)
+    )
 
 
 def test_sinusoidal_errors() -> None:
@@ -107,9 +112,9 @@ def test_sinusoidal_errors() -> None:
         pe.embed(torch.zeros(1, 2, 8), torch.tensor([-1, 0]))
 
 
-# ---------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 # Learned absolute
-# ---------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 
 
 def test_learned_adds_its_rows_and_learns() -> None:
@@ -131,13 +136,14 @@ def test_learned_past_max_len_is_a_clear_error() -> None:
         emb.embed(torch.zeros(1, 2, 4), torch.tensor([3, 12]))
 
 
-# ---------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 # RoPE
-# ---------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 
 
 def rope_matrix(position: int, dim: int, base: float = 10000.0) -> torch.Tensor:
-    """RoFormer's block-diagonal rotation matrix R_m (Su et al., 2021, eq. 15), built densely."""
+    """RoFormer's block-diagonal rotation matrix R_m (Su et al., 2021, eq. 15), built
+    densely."""
     r = torch.zeros(dim, dim, dtype=torch.float64)
     for i in range(dim // 2):
         t = position * base ** (-2 * i / dim)
@@ -187,7 +193,8 @@ def test_rope_changes_scores_with_offset() -> None:
     for offset in range(4):
         q_rot, k_rot = rope.rotate(q, q, torch.tensor([offset]), torch.tensor([0]))
         scores.append((q_rot * k_rot).sum().item())
-    assert len({round(s, 6) for s in scores}) == 4  # different offsets, different scores
+    # different offsets, different scores
+    assert len({round(s, 6) for s in scores}) == 4
 
 
 def test_rope_errors() -> None:
@@ -201,16 +208,20 @@ def test_rope_errors() -> None:
     with pytest.raises(ValueError, match=r"\(B, H, T, D\)"):
         rope.rotate(torch.randn(2, 3, 8), torch.randn(2, 3, 8))
     with pytest.raises(ValueError, match="k_pos"):
-        rope.rotate(torch.randn(1, 1, 3, 8), torch.randn(1, 1, 3, 8), None, torch.arange(4))
+        rope.rotate(
+            torch.randn(1, 1, 3, 8), torch.randn(1, 1, 3, 8), None, torch.arange(4)
+        )
 
 
-# ---------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 # ALiBi
-# ---------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 
 
 def test_alibi_slopes_eight_heads_geometric() -> None:
-    torch.testing.assert_close(alibi_slopes(8), torch.tensor([2.0 ** -(i + 1) for i in range(8)]))
+    torch.testing.assert_close(
+        alibi_slopes(8), torch.tensor([2.0 ** -(i + 1) for i in range(8)])
+    )
     # 16 heads: start and ratio 2^-0.5.
     torch.testing.assert_close(
         alibi_slopes(16), torch.tensor([2.0 ** (-0.5 * (i + 1)) for i in range(16)])
@@ -220,8 +231,8 @@ def test_alibi_slopes_eight_heads_geometric() -> None:
 @pytest.mark.parametrize(
     ("n", "expected_exponents"),
     [
-        # closest power of 2 below (4: exponents 2, 4, 6, 8), then every other slope of the
-        # sequence for 8 heads (exponents 1, 3, ...), as many as needed.
+        # closest power of 2 below (4: exponents 2, 4, 6, 8), then every other slope of
+        # the sequence for 8 heads (exponents 1, 3, ...), as many as needed.
         (6, [2, 4, 6, 8, 1, 3]),
         (5, [2, 4, 6, 8, 1]),
         (3, [4, 8, 2]),
@@ -248,12 +259,14 @@ def test_alibi_bias_is_minus_slope_times_distance() -> None:
         alibi.score_bias(torch.zeros(1, 3, 5, 2))
 
 
-# ---------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 # T5 buckets
-# ---------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 
 
-def t5_bucket_reference(d: int, num_buckets: int, max_distance: int, bidirectional: bool) -> int:
+def t5_bucket_reference(
+    d: int, num_buckets: int, max_distance: int, bidirectional: bool
+) -> int:
     """T5's bucketing of one distance ``d = j - i``, written with Python scalars."""
     bucket = 0
     if bidirectional:
@@ -277,7 +290,9 @@ def test_t5_bucket_matches_scalar_reference(
 ) -> None:
     d = torch.arange(-300, 301)
     got = t5_bucket(d, num_buckets, max_distance, bidirectional)
-    expected = [t5_bucket_reference(x, num_buckets, max_distance, bidirectional) for x in d]
+    expected = [
+        t5_bucket_reference(x, num_buckets, max_distance, bidirectional) for x in d
+    ]
     assert got.tolist() == expected
     assert 0 <= got.min() and got.max() < num_buckets
 
@@ -288,13 +303,14 @@ def test_t5_bucket_properties() -> None:
     future = t5_bucket(d[1:], 32, 128, bidirectional=True)
     assert past[:8].tolist() == list(range(8))  # small distances: one bucket each
     assert (past.diff() >= 0).all()  # farther never maps to a closer bucket
-    assert (past[128:] == 15).all()  # everything beyond max_distance shares the last bucket
+    # everything beyond max_distance shares the last bucket
+    assert (past[128:] == 15).all()
     assert set(future.tolist()).isdisjoint(past.tolist())  # direction is distinguished
 
 
-# ---------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 # Shaw et al. relative representations
-# ---------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 
 
 def test_relative_score_bias_matches_loop_with_clipping() -> None:
@@ -332,9 +348,9 @@ def test_relative_errors() -> None:
         RelativePositionRepresentations(4, max_distance=0)
 
 
-# ---------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 # Properties shared by the relative schemes
-# ---------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("name", ["relative", "t5", "alibi"])
@@ -364,9 +380,9 @@ def test_per_head_biases_reject_wrong_head_count(name: str) -> None:
         mha(torch.randn(1, 3, C), positional=scheme)
 
 
-# ---------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 # Inside MultiHeadAttention
-# ---------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 
 
 def padding_and_causal_mask(lengths: list[int], T: int) -> torch.Tensor:
@@ -384,7 +400,9 @@ def test_fused_and_explicit_paths_agree(name: str, masked: bool) -> None:
     x = scheme.embed(torch.randn(3, 7, C))
     mask = padding_and_causal_mask([7, 4, 1], 7) if masked else None
     fused, _ = mha(x, mask=mask, positional=scheme)
-    explicit, w = mha(x, mask=mask, positional=scheme, need_weights=True, average_weights=False)
+    explicit, w = mha(
+        x, mask=mask, positional=scheme, need_weights=True, average_weights=False
+    )
     torch.testing.assert_close(fused, explicit, atol=1e-5, rtol=1e-5)
     assert torch.isfinite(fused).all()
     if masked:
@@ -419,7 +437,8 @@ def test_explicit_path_equals_manual_attention(name: str) -> None:
 
 def rope_rotate_dense(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     rows = [
-        x[:, :, t] @ rope_matrix(int(p), x.shape[-1]).T.to(x.dtype) for t, p in enumerate(positions)
+        x[:, :, t] @ rope_matrix(int(p), x.shape[-1]).T.to(x.dtype)
+        for t, p in enumerate(positions)
     ]
     return torch.stack(rows, dim=2)
 
@@ -469,9 +488,9 @@ def test_incremental_decoding_with_cache_matches_full_pass(name: str) -> None:
     torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
 
 
-# ---------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 # Factory and interface
-# ---------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 
 
 def test_factory_builds_each_scheme() -> None:
@@ -490,7 +509,10 @@ def test_factory_builds_each_scheme() -> None:
         assert type(scheme) is cls and scheme.name == name
         assert isinstance(scheme, PositionalScheme)
     assert make_positional("rope", d_model=C, n_heads=H).head_dim == D
-    assert make_positional("relative", d_model=C, n_heads=H, max_distance=3).max_distance == 3
+    assert (
+        make_positional("relative", d_model=C, n_heads=H, max_distance=3).max_distance
+        == 3
+    )
     assert make_positional("t5", n_heads=H, bidirectional=False).bidirectional is False
 
 
@@ -516,7 +538,8 @@ def test_default_hooks_do_nothing() -> None:
 
 
 def test_shaw_value_term_is_used_by_multi_head_attention() -> None:
-    """With values=True each head's output gains sum_j w_ij a^V_clip(j-i) (Shaw et al.)."""
+    """With values=True each head's output gains sum_j w_ij a^V_clip(j-i) (Shaw et
+    al.)."""
     torch.manual_seed(0)
     B, T, C, H = 2, 7, 16, 2
     D = C // H
@@ -545,7 +568,9 @@ def test_shaw_value_term_is_used_by_multi_head_attention() -> None:
     assert not torch.allclose(mha(x, mask=mask, positional=plain)[0], out)
 
 
-@pytest.mark.parametrize("name", ["none", "sinusoidal", "learned", "rope", "t5", "alibi"])
+@pytest.mark.parametrize(
+    "name", ["none", "sinusoidal", "learned", "rope", "t5", "alibi"]
+)
 @pytest.mark.parametrize("start", [0, 5])
 def test_embed_range_equals_embed_of_those_positions(name: str, start: int) -> None:
     torch.manual_seed(0)
@@ -564,5 +589,6 @@ def test_embed_range_errors_and_growth() -> None:
         sin.embed_range(torch.zeros(1, 4, 8), -1)
     with pytest.raises(ValueError, match="shape"):
         sin.embed_range(torch.zeros(4, 8), 0)
-    far = sin.embed_range(torch.zeros(1, 2, 8), 5000)  # past the initial table: it grows
+    # past the initial table: it grows
+    far = sin.embed_range(torch.zeros(1, 2, 8), 5000)
     assert torch.equal(far[0], sinusoidal_table(5002, 8)[5000:])

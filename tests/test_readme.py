@@ -38,7 +38,11 @@ def readme_training_commands() -> list[list[str]]:
     match = re.search(r"```bash\n(.*?)```", text[start:], re.S)
     assert match, "the README's training section has no bash block after its marker"
     joined = match.group(1).replace("\\\n", " ")
-    return [line.split() for line in joined.splitlines() if line and not line.startswith("#")]
+    return [
+        line.split()
+        for line in joined.splitlines()
+        if line and not line.startswith("#")
+    ]
 
 
 def test_readme_training_commands_parse(tmp_path: Path) -> None:

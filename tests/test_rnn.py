@@ -10,11 +10,13 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from transformer.gated import GRU, LSTM, GRUCell, LSTMCell
-from transformer.rnn import RNN, RNNCell, load_torch_weights
+from transformer.rnn import RNN, RNNCell
+from transformer.rnn_interop import load_torch_weights
 from transformer.rnn_tools import SequenceClassifier, gradient_norm_by_distance
 
 F64 = torch.float64
-TOL = {"rtol": 1e-7, "atol": 1e-9}  # float64: far tighter than the 1e-5 the book promises
+# float64: far tighter than the 1e-5 the book promises
+TOL = {"rtol": 1e-7, "atol": 1e-9}
 
 # (name, torch layer, our layer, extra kwargs)
 KINDS = [
@@ -57,14 +59,18 @@ def _clone_leaf(state):
     return state.clone().requires_grad_(True)
 
 
-@pytest.mark.parametrize("name,torch_cls,our_cls,kwargs", KINDS, ids=[k[0] for k in KINDS])
+@pytest.mark.parametrize(
+    "name,torch_cls,our_cls,kwargs", KINDS, ids=[k[0] for k in KINDS]
+)
 @pytest.mark.parametrize("num_layers", [1, 2])
 @pytest.mark.parametrize("B,T,I,H", SHAPES)
 @pytest.mark.parametrize("with_h0", [False, True])
 def test_layer_matches_torch_outputs_states_and_gradients(
     name, torch_cls, our_cls, kwargs, num_layers, B, T, I, H, with_h0
 ):
-    theirs, ours = _pair(torch_cls, our_cls, kwargs, I, H, num_layers, seed=B * T + num_layers)
+    theirs, ours = _pair(
+        torch_cls, our_cls, kwargs, I, H, num_layers, seed=B * T + num_layers
+    )
     is_lstm = our_cls is LSTM
     x = torch.randn(B, T, I, dtype=F64)
     h0 = _random_state(is_lstm, num_layers, B, H) if with_h0 else None
@@ -88,7 +94,9 @@ def test_layer_matches_torch_outputs_states_and_gradients(
     w_states = [torch.randn_like(s) for s in _flat(hn_t)]
 
     def loss(out, hn):
-        return (out * w_out).sum() + sum((s * w).sum() for s, w in zip(_flat(hn), w_states))
+        return (out * w_out).sum() + sum(
+            (s * w).sum() for s, w in zip(_flat(hn), w_states)
+        )
 
     loss(out_t, hn_t).backward()
     loss(out_o, hn_o).backward()
@@ -104,9 +112,13 @@ def test_layer_matches_torch_outputs_states_and_gradients(
             torch.testing.assert_close(ours_grad, theirs_grad, **TOL)
 
 
-@pytest.mark.parametrize("name,torch_cls,our_cls,kwargs", KINDS, ids=[k[0] for k in KINDS])
+@pytest.mark.parametrize(
+    "name,torch_cls,our_cls,kwargs", KINDS, ids=[k[0] for k in KINDS]
+)
 def test_float32_matches_torch_within_1e5(name, torch_cls, our_cls, kwargs):
-    theirs, ours = _pair(torch_cls, our_cls, kwargs, I=8, H=16, num_layers=2, dtype=torch.float32)
+    theirs, ours = _pair(
+        torch_cls, our_cls, kwargs, I=8, H=16, num_layers=2, dtype=torch.float32
+    )
     x = torch.randn(4, 30, 8)
     out_t, hn_t = theirs(x)
     out_o, hn_o = ours(x)
@@ -115,16 +127,22 @@ def test_float32_matches_torch_within_1e5(name, torch_cls, our_cls, kwargs):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("name,torch_cls,our_cls,kwargs", KINDS, ids=[k[0] for k in KINDS])
+@pytest.mark.parametrize(
+    "name,torch_cls,our_cls,kwargs", KINDS, ids=[k[0] for k in KINDS]
+)
 def test_without_bias_matches_torch(name, torch_cls, our_cls, kwargs):
     theirs, ours = _pair(torch_cls, our_cls, kwargs, I=3, H=4, num_layers=2, bias=False)
     assert ours.cells[0].bias_ih is None
-    assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in theirs.parameters())
+    assert sum(p.numel() for p in ours.parameters()) == sum(
+        p.numel() for p in theirs.parameters()
+    )
     x = torch.randn(2, 6, 3, dtype=F64)
     torch.testing.assert_close(ours(x)[0], theirs(x)[0], **TOL)
 
 
-@pytest.mark.parametrize("name,torch_cls,our_cls,kwargs", CELLS, ids=[k[0] for k in CELLS])
+@pytest.mark.parametrize(
+    "name,torch_cls,our_cls,kwargs", CELLS, ids=[k[0] for k in CELLS]
+)
 def test_cell_matches_torch_cell(name, torch_cls, our_cls, kwargs):
     torch.manual_seed(3)
     theirs = torch_cls(5, 7, dtype=F64, **kwargs)
@@ -155,7 +173,9 @@ def test_gate_helpers_agree_with_forward_and_have_valid_ranges():
     h, c = lstm(x, state)
     torch.testing.assert_close(g.hidden, h, **TOL)
     torch.testing.assert_close(g.cell, c, **TOL)
-    torch.testing.assert_close(g.cell, g.forget * state[1] + g.input * g.candidate, **TOL)
+    torch.testing.assert_close(
+        g.cell, g.forget * state[1] + g.input * g.candidate, **TOL
+    )
     for gate in (g.input, g.forget, g.output):
         assert gate.min() > 0 and gate.max() < 1
     assert g.candidate.abs().max() < 1
@@ -164,11 +184,14 @@ def test_gate_helpers_agree_with_forward_and_have_valid_ranges():
     h0 = torch.randn(4, 5, dtype=F64)
     gg = gru.gates(x, h0)
     torch.testing.assert_close(gg.hidden, gru(x, h0), **TOL)
-    torch.testing.assert_close(gg.hidden, (1 - gg.update) * gg.new + gg.update * h0, **TOL)
+    torch.testing.assert_close(
+        gg.hidden, (1 - gg.update) * gg.new + gg.update * h0, **TOL
+    )
 
 
 def test_gate_order_is_torchs():
-    """Setting only torch's forget-gate bias (second block) must saturate our forget gate."""
+    """Setting only torch's forget-gate bias (second block) must saturate our forget
+    gate."""
     torch.manual_seed(0)
     theirs = nn.LSTMCell(2, 3, dtype=F64)
     with torch.no_grad():
@@ -193,9 +216,13 @@ def _padded_batch(B, T_max, I, lengths, dtype=F64, seed=0):
     return x
 
 
-@pytest.mark.parametrize("name,torch_cls,our_cls,kwargs", KINDS, ids=[k[0] for k in KINDS])
+@pytest.mark.parametrize(
+    "name,torch_cls,our_cls,kwargs", KINDS, ids=[k[0] for k in KINDS]
+)
 @pytest.mark.parametrize("num_layers", [1, 2])
-def test_padded_batch_matches_each_sequence_alone(name, torch_cls, our_cls, kwargs, num_layers):
+def test_padded_batch_matches_each_sequence_alone(
+    name, torch_cls, our_cls, kwargs, num_layers
+):
     theirs, ours = _pair(torch_cls, our_cls, kwargs, I=3, H=4, num_layers=num_layers)
     lengths = [6, 2, 4, 1]
     x = _padded_batch(len(lengths), 6, 3, lengths)
@@ -215,7 +242,9 @@ def test_padded_batch_matches_each_sequence_alone(name, torch_cls, our_cls, kwar
         assert torch.all(grad_padded[b, n:] == 0), "padding must receive no gradient"
 
     # PyTorch's own way of handling padding gives the same final states.
-    packed = pack_padded_sequence(x, torch.tensor(lengths), batch_first=True, enforce_sorted=False)
+    packed = pack_padded_sequence(
+        x, torch.tensor(lengths), batch_first=True, enforce_sorted=False
+    )
     out_packed, hn_t = theirs(packed)
     out_t, _ = pad_packed_sequence(out_packed, batch_first=True, total_length=6)
     torch.testing.assert_close(out, out_t, **TOL)
@@ -256,7 +285,8 @@ def test_zero_length_keeps_initial_state():
     torch.testing.assert_close(c[:, 0], h0[1][:, 0])
 
 
-# --------------------------------------------------------------------------- dropout, helpers
+# --------------------------------------------------------------------------- dropout,
+# helpers
 
 
 def test_dropout_only_between_layers_and_only_in_training():
@@ -272,14 +302,17 @@ def test_dropout_only_between_layers_and_only_in_training():
     single = GRU(3, 8, num_layers=1, dropout=0.5, dtype=F64).train()
     single_ref = GRU(3, 8, dtype=F64)
     single_ref.load_state_dict(single.state_dict())
-    torch.testing.assert_close(single(x)[0], single_ref(x)[0], **TOL)  # last layer: no dropout
+    # last layer: no dropout
+    torch.testing.assert_close(single(x)[0], single_ref(x)[0], **TOL)
 
 
 def test_gradient_norm_by_distance_matches_autograd_and_vanishes():
     torch.manual_seed(0)
     layer = RNN(2, 4, dtype=F64)
     x = torch.randn(3, 6, 2, dtype=F64)
-    norms = gradient_norm_by_distance(layer, x, generator=torch.Generator().manual_seed(5))
+    norms = gradient_norm_by_distance(
+        layer, x, generator=torch.Generator().manual_seed(5)
+    )
     assert norms.shape == (6,)
     # Recompute by hand with the same random directions.
     u = torch.randn(3, 4, generator=torch.Generator().manual_seed(5), dtype=F64)
@@ -366,7 +399,9 @@ def test_constructor_and_loading_errors():
 @pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
 def test_sequence_classifier_ignores_padding(kind):
     torch.manual_seed(0)
-    model = SequenceClassifier(10, 3, kind=kind, embed_size=4, hidden_size=5, pad_id=0).double()
+    model = SequenceClassifier(
+        10, 3, kind=kind, embed_size=4, hidden_size=5, pad_id=0
+    ).double()
     ids = torch.tensor([[4, 5, 6, 0, 0], [7, 8, 9, 5, 4]])
     logits = model(ids)
     assert logits.shape == (2, 3)

@@ -28,7 +28,9 @@ def small(cell: str = "gru", **kwargs) -> Seq2Seq:
     return Seq2Seq(V_SRC, V_TGT, emb_size=8, hidden_size=12, cell=cell, **kwargs)
 
 
-def batch(B: int = 3, S: int = 5, T: int = 6, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def batch(
+    B: int = 3, S: int = 5, T: int = 6, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     src = torch.randint(4, V_SRC, (B, S), generator=g)
     tgt_in = torch.randint(4, V_TGT, (B, T), generator=g)
@@ -129,7 +131,9 @@ def test_context_does_not_depend_on_padding() -> None:
     padded_more = torch.cat([src, torch.full((2, 4), PAD)], dim=1)
     alone = model.start(src[:1, :3])
     torch.testing.assert_close(model.start(src).context[:1], alone.context)
-    torch.testing.assert_close(model.start(padded_more).context, model.start(src).context)
+    torch.testing.assert_close(
+        model.start(padded_more).context, model.start(src).context
+    )
     assert context_vector(model.start(src).hidden).shape == (2, 12)
 
 
@@ -147,7 +151,9 @@ def test_reorder_state_selects_rows_like_encoding_them_again() -> None:
 def test_token_ids_outside_the_vocabulary_raise_value_error() -> None:
     model = small()
     src, tgt_in = batch()
-    with pytest.raises(ValueError, match=r"src holds token id 9, but the source vocabulary has 9"):
+    with pytest.raises(
+        ValueError, match=r"src holds token id 9, but the source vocabulary has 9"
+    ):
         model(torch.where(src == 5, V_SRC, src), tgt_in)
     with pytest.raises(ValueError, match="target vocabulary has 11 ids"):
         model(src, torch.full_like(tgt_in, V_TGT + 3))
@@ -187,10 +193,16 @@ def test_bad_construction_arguments() -> None:
 def test_learns_a_tiny_copy_task_in_seconds() -> None:
     # About 2 s of CPU time: 450 steps of batch 50 on 1-4 digit strings. Seeds 0-2
     # all reach 96-100% exact match on held-out sources.
-    data = load_task("copy", n_train=3000, n_val=200, n_test=0, min_len=1, max_len=4, seed=0)
+    data = load_task(
+        "copy", n_train=3000, n_val=200, n_test=0, min_len=1, max_len=4, seed=0
+    )
     seed_everything(0)
-    model = Seq2Seq(len(data.src_vocab), len(data.tgt_vocab), emb_size=16, hidden_size=48)
-    history = train(model, data.loader("train", batch_size=50), steps=450, lr=1e-2, progress=False)
+    model = Seq2Seq(
+        len(data.src_vocab), len(data.tgt_vocab), emb_size=16, hidden_size=48
+    )
+    history = train(
+        model, data.loader("train", batch_size=50), steps=450, lr=1e-2, progress=False
+    )
     metrics = evaluate(model, data.loader("val", batch_size=100))
     assert history.train_loss[-1] < 0.3 * history.train_loss[0]
     assert metrics["exact_match"] > 0.9, metrics
@@ -217,8 +229,12 @@ class CopyByStep(nn.Module):
 
 
 def test_exact_match_by_length_groups_and_scores() -> None:
-    data = load_task("copy", n_train=0, n_val=0, n_test=60, min_len=2, max_len=5, seed=1)
-    result = exact_match_by_length(CopyByStep(), data.test, data.src_vocab, data.tgt_vocab)
+    data = load_task(
+        "copy", n_train=0, n_val=0, n_test=60, min_len=2, max_len=5, seed=1
+    )
+    result = exact_match_by_length(
+        CopyByStep(), data.test, data.src_vocab, data.tgt_vocab
+    )
     assert result.lengths == sorted({len(s) for s, _ in data.test})
     assert sum(result.counts) == 60
     assert result.exact_match == [1.0] * len(result.lengths)
@@ -228,7 +244,14 @@ def test_exact_match_by_length_groups_and_scores() -> None:
 
 def test_run_bottleneck_trains_and_reports_every_length() -> None:
     setup = replace(
-        BOTTLENECK, min_len=2, max_len=5, n_train=200, n_val=0, n_test=40, steps=3, hidden_size=8
+        BOTTLENECK,
+        min_len=2,
+        max_len=5,
+        n_train=200,
+        n_val=0,
+        n_test=40,
+        steps=3,
+        hidden_size=8,
     )
     result = run_bottleneck(setup=setup, device="cpu")
     assert result.history.total_steps == 3

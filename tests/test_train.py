@@ -22,9 +22,20 @@ from transformer.train import (
 )
 
 TINY = TrainConfig(
-    d_model=32, n_heads=2, n_layers=2, d_ff=64, block_size=16, batch_size=4, accum=1,
-    steps=4, warmup=2, lr=1e-3, eval_blocks=2, log_every=100, device="cpu",
-)  # fmt: skip
+    d_model=32,
+    n_heads=2,
+    n_layers=2,
+    d_ff=64,
+    block_size=16,
+    batch_size=4,
+    accum=1,
+    steps=4,
+    warmup=2,
+    lr=1e-3,
+    eval_blocks=2,
+    log_every=100,
+    device="cpu",
+)
 
 
 def _max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:

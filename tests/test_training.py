@@ -1,4 +1,5 @@
-"""The training loop and evaluation, on models small or scripted enough to reason about."""
+"""The training loop and evaluation, on models small or scripted enough to reason
+about."""
 
 from __future__ import annotations
 
@@ -19,9 +20,13 @@ def test_cross_entropy_is_the_mean_over_real_tokens_only() -> None:
     logits = torch.randn(2, 4, 5)
     targets = torch.tensor([[3, 4, 2, PAD], [4, PAD, PAD, PAD]])
     real = [(0, 0), (0, 1), (0, 2), (1, 0)]
-    by_hand = -sum(torch.log_softmax(logits[b, t], -1)[targets[b, t]] for b, t in real) / 4
+    by_hand = (
+        -sum(torch.log_softmax(logits[b, t], -1)[targets[b, t]] for b, t in real) / 4
+    )
     torch.testing.assert_close(sequence_cross_entropy(logits, targets, PAD), by_hand)
-    torch.testing.assert_close(sequence_cross_entropy(logits, targets, PAD, "sum"), by_hand * 4)
+    torch.testing.assert_close(
+        sequence_cross_entropy(logits, targets, PAD, "sum"), by_hand * 4
+    )
     per_token = sequence_cross_entropy(logits, targets, PAD, "none")
     assert per_token.shape == (2, 4) and bool((per_token[targets == PAD] == 0).all())
 
@@ -46,19 +51,24 @@ def test_logits_at_padding_change_neither_loss_nor_gradients() -> None:
 
 
 def test_all_padding_batch_gives_zero_not_nan() -> None:
-    loss = sequence_cross_entropy(torch.randn(1, 3, 4), torch.zeros(1, 3, dtype=torch.long), PAD)
+    loss = sequence_cross_entropy(
+        torch.randn(1, 3, 4), torch.zeros(1, 3, dtype=torch.long), PAD
+    )
     assert loss.item() == 0.0
 
 
 def test_cross_entropy_rejects_mismatched_shapes() -> None:
     with pytest.raises(ValueError, match="targets must have shape"):
-        sequence_cross_entropy(torch.randn(2, 4, 5), torch.zeros(2, 3, dtype=torch.long), PAD)
+        sequence_cross_entropy(
+            torch.randn(2, 4, 5), torch.zeros(2, 3, dtype=torch.long), PAD
+        )
     with pytest.raises(ValueError, match=r"\(B, T, V\)"):
         sequence_cross_entropy(torch.randn(8, 5), torch.zeros(8, dtype=torch.long), PAD)
 
 
 class PadProbe(nn.Module):
-    """A tiny decoder-only model with one extra parameter used only at padding positions.
+    """A tiny decoder-only model with one extra parameter used only at padding
+    positions.
 
     If the training loss counted padding, ``pad_logits`` would receive gradient
     and move; with a padding-aware loss it must stay exactly where it started.
@@ -87,7 +97,9 @@ class PadProbe(nn.Module):
 
 @pytest.fixture(scope="module")
 def copy_data():
-    return load_task("copy", n_train=96, n_val=32, n_test=8, min_len=1, max_len=6, seed=3)
+    return load_task(
+        "copy", n_train=96, n_val=32, n_test=8, min_len=1, max_len=6, seed=3
+    )
 
 
 def test_train_never_updates_what_only_padding_sees(copy_data) -> None:
@@ -95,7 +107,9 @@ def test_train_never_updates_what_only_padding_sees(copy_data) -> None:
     model = PadProbe(len(copy_data.tgt_vocab))
     before = model.pad_logits.detach().clone()
     out_before = model.out.weight.detach().clone()
-    history = train(model, copy_data.loader("train", batch_size=32), steps=6, progress=False)
+    history = train(
+        model, copy_data.loader("train", batch_size=32), steps=6, progress=False
+    )
     assert torch.equal(model.pad_logits.detach(), before)
     assert not torch.equal(model.out.weight.detach(), out_before)  # the rest did train
     assert history.total_steps == 6
@@ -105,7 +119,9 @@ def test_history_logging_scheduler_and_evaluation(copy_data) -> None:
     torch.manual_seed(0)
     model = PadProbe(len(copy_data.tgt_vocab))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 / (step + 1))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 1.0 / (step + 1)
+    )
     history = train(
         model,
         copy_data.loader("train", batch_size=32),
@@ -119,7 +135,8 @@ def test_history_logging_scheduler_and_evaluation(copy_data) -> None:
     )
     assert isinstance(history, History)
     assert history.steps == [3, 6, 7]
-    # The scheduler advanced once per optimizer step: after step s the factor is 1/(s+1).
+    # The scheduler advanced once per optimizer step: after step s the factor is
+    # 1/(s+1).
     assert history.learning_rate == pytest.approx([0.5 / 4, 0.5 / 7, 0.5 / 8])
     assert history.eval_steps == [5, 7]
     assert len(history.val_loss) == len(history.val_exact_match) == 2
@@ -130,7 +147,9 @@ def test_history_logging_scheduler_and_evaluation(copy_data) -> None:
 
 def test_epochs_count_passes_over_the_loader(copy_data) -> None:
     model = PadProbe(len(copy_data.tgt_vocab))
-    history = train(model, copy_data.loader("train", batch_size=32), epochs=2, progress=False)
+    history = train(
+        model, copy_data.loader("train", batch_size=32), epochs=2, progress=False
+    )
     assert history.total_steps == 2 * math.ceil(96 / 32)
 
 
@@ -147,7 +166,8 @@ def test_train_argument_errors(copy_data) -> None:
 
 def test_vocabulary_mismatch_is_reported_before_training(copy_data) -> None:
     small = PadProbe(len(copy_data.tgt_vocab) - 3)  # digits 7, 8, 9 do not fit
-    small.embed = nn.Embedding(len(copy_data.tgt_vocab), 16)  # so the forward pass itself runs
+    # so the forward pass itself runs
+    small.embed = nn.Embedding(len(copy_data.tgt_vocab), 16)
     with pytest.raises(ValueError, match="does not fit the model's output vocabulary"):
         train(small, copy_data.loader("train", batch_size=32), steps=1, progress=False)
 
@@ -174,7 +194,9 @@ class CopyOracle(nn.Module):
 
     pad_id = PAD
 
-    def __init__(self, vocab: int, eos_id: int, err_at: int | None = None, wrong: int = 4):
+    def __init__(
+        self, vocab: int, eos_id: int, err_at: int | None = None, wrong: int = 4
+    ):
         super().__init__()
         self.vocab, self.eos_id, self.err_at, self.wrong = vocab, eos_id, err_at, wrong
         self.dummy = nn.Parameter(torch.zeros(1))
@@ -212,5 +234,9 @@ def test_evaluate_counts_tokens_and_whole_sequences(copy_data) -> None:
     spoiled = [t for _, t in copy_data.val if len(t) >= 3 and t[2] != "0"]
     assert len(spoiled) > 0
     assert flawed["exact_match"] == pytest.approx(1 - len(spoiled) / 32)
-    assert flawed["token_accuracy"] == pytest.approx(1 - len(spoiled) / perfect["n_tokens"])
-    assert math.isnan(evaluate(CopyOracle(len(vocab), 2), loader, exact_match=False)["exact_match"])
+    assert flawed["token_accuracy"] == pytest.approx(
+        1 - len(spoiled) / perfect["n_tokens"]
+    )
+    assert math.isnan(
+        evaluate(CopyOracle(len(vocab), 2), loader, exact_match=False)["exact_match"]
+    )

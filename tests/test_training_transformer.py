@@ -1,4 +1,5 @@
-"""Tests of the chapter 9 additions to transformer.training, and a copy task that learns."""
+"""Tests of the chapter 9 additions to transformer.training, and a copy task that
+learns."""
 
 from __future__ import annotations
 
@@ -10,9 +11,16 @@ import torch.nn.functional as F
 
 from transformer.config import TransformerConfig
 from transformer.decoding import greedy_decode
-from transformer.label_smoothing import label_smoothed_cross_entropy, label_smoothing_loss
+from transformer.label_smoothing import (
+    label_smoothed_cross_entropy,
+    label_smoothing_loss,
+)
 from transformer.model import Transformer
-from transformer.schedules import noam_rate, warmup_inverse_sqrt, warmup_inverse_sqrt_scheduler
+from transformer.schedules import (
+    noam_rate,
+    warmup_inverse_sqrt,
+    warmup_inverse_sqrt_scheduler,
+)
 from transformer.tasks import load_task
 from transformer.training import evaluate, sequence_cross_entropy, train
 from transformer.utils import seed_everything
@@ -27,7 +35,10 @@ def test_label_smoothing_matches_pytorch(smoothing: float) -> None:
     targets[2, 1:] = 0
     ours = label_smoothed_cross_entropy(logits, targets, pad_id=0, smoothing=smoothing)
     ref = F.cross_entropy(
-        logits.reshape(-1, 11), targets.reshape(-1), ignore_index=0, label_smoothing=smoothing
+        logits.reshape(-1, 11),
+        targets.reshape(-1),
+        ignore_index=0,
+        label_smoothing=smoothing,
     )
     torch.testing.assert_close(ours, ref)
     g_ours = torch.autograd.grad(ours, logits)[0]
@@ -39,12 +50,15 @@ def test_label_smoothing_matches_pytorch(smoothing: float) -> None:
 
 
 def test_label_smoothing_minimum_is_entropy_of_smoothed_target() -> None:
-    """A perfect one-hot prediction is *penalised*; the optimum keeps eps/V everywhere."""
+    """A perfect one-hot prediction is *penalised*; the optimum keeps eps/V
+    everywhere."""
     V, eps = 5, 0.2
     target = torch.tensor([[2]])
     q = torch.full((V,), eps / V)
     q[2] += 1 - eps
-    best = label_smoothed_cross_entropy(q.log().view(1, 1, V), target, pad_id=0, smoothing=eps)
+    best = label_smoothed_cross_entropy(
+        q.log().view(1, 1, V), target, pad_id=0, smoothing=eps
+    )
     entropy = -(q * q.log()).sum()
     torch.testing.assert_close(best, entropy)
     confident = torch.full((1, 1, V), -20.0)
@@ -56,11 +70,14 @@ def test_label_smoothing_errors() -> None:
     with pytest.raises(ValueError, match="smoothing"):
         label_smoothing_loss(0, smoothing=1.0)
     with pytest.raises(ValueError, match="targets must have shape"):
-        label_smoothed_cross_entropy(torch.randn(2, 3, 4), torch.zeros(2, 4, dtype=torch.long), 0)
+        label_smoothed_cross_entropy(
+            torch.randn(2, 3, 4), torch.zeros(2, 4, dtype=torch.long), 0
+        )
 
 
 def test_schedule_values_at_known_steps() -> None:
-    # the paper's base model: d_model 512, 4000 warm-up steps -> peak 7.0e-4 at step 4000
+    # the paper's base model: d_model 512, 4000 warm-up steps -> peak 7.0e-4 at step
+    # 4000
     assert math.isclose(noam_rate(4000, 512, 4000), 512**-0.5 * 4000**-0.5)
     assert math.isclose(noam_rate(4000, 512, 4000), 6.9877e-4, rel_tol=1e-4)
     assert math.isclose(noam_rate(1, 512, 4000), 512**-0.5 * 4000**-1.5)
@@ -91,7 +108,8 @@ def test_scheduler_drives_optimizer_like_the_formula() -> None:
 
 
 def test_small_transformer_learns_copy_task() -> None:
-    """Trains in seconds: reuses the chapter 4 loop with the chapter 9 loss and schedule."""
+    """Trains in seconds: reuses the chapter 4 loop with the chapter 9 loss and
+    schedule."""
     seed_everything(0)
     torch.set_num_threads(min(2, torch.get_num_threads()))
     task = load_task("copy", n_train=2000, n_val=100, n_test=100, min_len=2, max_len=6)
@@ -121,5 +139,7 @@ def test_small_transformer_learns_copy_task() -> None:
     metrics = evaluate(model, task.loader("test", batch_size=100))
     assert metrics["exact_match"] >= 0.9, metrics
     batch = next(iter(task.loader("test", batch_size=4)))
-    out = greedy_decode(model, batch.src, 10, task.tgt_vocab.bos_id, task.tgt_vocab.eos_id, 0)
+    out = greedy_decode(
+        model, batch.src, 10, task.tgt_vocab.bos_id, task.tgt_vocab.eos_id, 0
+    )
     assert task.tgt_vocab.decode(out[0]) == task.src_vocab.decode(batch.src[0])

@@ -5,7 +5,13 @@ import pytest
 import torch
 from torch import nn
 
-from transformer.utils import book_seed, count_parameters, get_device, seed_everything, timer
+from transformer.utils import (
+    book_seed,
+    count_parameters,
+    get_device,
+    seed_everything,
+    timer,
+)
 
 
 def test_get_device_returns_an_available_device():
@@ -67,7 +73,8 @@ def test_count_parameters():
 
 
 def test_timer_reports_the_clock_difference(monkeypatch):
-    # A fake clock, so the test checks the arithmetic and never depends on the machine's load.
+    # A fake clock, so the test checks the arithmetic and never depends on the machine's
+    # load.
     ticks = iter([10.0, 12.5])
     monkeypatch.setattr("transformer.utils.time.perf_counter", lambda: next(ticks))
     with timer() as t:
@@ -84,7 +91,9 @@ def test_book_seed_reads_the_environment(monkeypatch):
     assert book_seed() == 7
     for bad in ("-1", "one", "1.5"):
         monkeypatch.setenv("BOOK_SEED", bad)
-        with pytest.raises(ValueError, match="BOOK_SEED must be a non-negative integer"):
+        with pytest.raises(
+            ValueError, match="BOOK_SEED must be a non-negative integer"
+        ):
             book_seed()
 
 

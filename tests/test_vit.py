@@ -75,7 +75,8 @@ def test_without_positions_a_vit_cannot_tell_patch_order():
     with torch.no_grad():
         model.positions.zero_()
     x = torch.rand(2, 1, 8, 8)
-    flipped = x.view(2, 1, 4, 2, 4, 2).flip(2, 4).reshape(2, 1, 8, 8)  # patches reversed
+    # patches reversed
+    flipped = x.view(2, 1, 4, 2, 4, 2).flip(2, 4).reshape(2, 1, 8, 8)
     assert_close(model.classify(x), model.classify(flipped), **TOL)
 
 

@@ -81,11 +81,16 @@ def test_older_checkpoint_names_load_the_same_weights():
         k = re.sub(r"layers\.(\d+)\.", r"encoder.layer.\1.", k)
         k = re.sub(
             r"attention\.(q|k|v)_proj",
-            lambda m: "attention.attention." + {"q": "query", "k": "key", "v": "value"}[m.group(1)],
+            lambda m: (
+                "attention.attention."
+                + {"q": "query", "k": "key", "v": "value"}[m.group(1)]
+            ),
             k,
         )
         k = k.replace("attention.o_proj", "attention.output.dense")
-        k = k.replace("mlp.fc1", "intermediate.dense").replace("mlp.fc2", "output.dense")
+        k = k.replace("mlp.fc1", "intermediate.dense").replace(
+            "mlp.fc2", "output.dense"
+        )
         old[k] = v
     again = VisionTransformer(ours.config).eval()
     load_vit_state_dict(again, old)
@@ -97,7 +102,9 @@ def test_loader_and_config_errors():
     ours, theirs = _pair(transformers.ViTModel)
     state = theirs.state_dict()
     with pytest.raises(KeyError, match="cls_token"):
-        load_vit_state_dict(ours, {k: v for k, v in state.items() if "cls_token" not in k})
+        load_vit_state_dict(
+            ours, {k: v for k, v in state.items() if "cls_token" not in k}
+        )
     bad = {**state, "embeddings.position_embeddings": torch.zeros(1, 5, 32)}
     with pytest.raises(ValueError, match="position_embeddings"):
         load_vit_state_dict(ours, bad)

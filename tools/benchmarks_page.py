@@ -98,10 +98,14 @@ def parse(text: str, name: str = "results") -> Results:
             tables.append((_cells(block[0]), [_cells(b) for b in block[2:]]))
         block = []
     if not tables:
-        raise ValueError(f"{name} has no markdown table: is it a file written by `make bench`?")
+        raise ValueError(
+            f"{name} has no markdown table: is it a file written by `make bench`?"
+        )
     # A measured rate stated in the prose below the tables (the attention benchmark's
     # matrix-product peak) belongs with the run: the tables' percentages refer to it.
-    prose = " ".join(ln.strip() for ln in lines if ln.strip() and not ln.startswith(("|", "#")))
+    prose = " ".join(
+        ln.strip() for ln in lines if ln.strip() and not ln.startswith(("|", "#"))
+    )
     known = " ".join(paragraph)
     sentences = re.split(r"(?<=\.)\s+(?=[A-Z])", prose)
     rates = [s for s in sentences if "GFLOP/s" in s and s not in known]
@@ -137,7 +141,8 @@ def typeset(text: str) -> str:
         (r"\b([A-Z])=(\d+)\b", r"$\1 = \2$"),  # B=32
         (r"\b[A-Za-z_]\w*=[\w.]+", _code),  # need_weights=False, d_model=128
         (r"\b[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+(?:\(\))?", _code),  # torch.nn.Transformer
-        (r"\b(?=[A-Za-z]\w*[a-z])(?=\w*[A-Z]\w*[A-Z])[A-Za-z]\w*", _code),  # FastDropout
+        # FastDropout
+        (r"\b(?=[A-Za-z]\w*[a-z])(?=\w*[A-Z]\w*[A-Z])[A-Za-z]\w*", _code),
         (r"\b[a-z]+(?:_[a-z0-9]+)+\b", _code),  # no_grad
         (r"\b(\d+)\^(\d+)\b", r"$\1^{\2}$"),  # 1024^3
     ]
@@ -183,8 +188,8 @@ def goals(rows: list[list[str]]) -> list[str]:
         label = typeset(row[0].replace("**", ""))
         label = label[:1].upper() + label[1:]
         out.append(
-            f"{label}: {float(ratio.group(1)):g}× against a goal of {float(goal.group(1)):g}×, "
-            f"{'**met**' if met else '**not met**'}."
+            f"{label}: {float(ratio.group(1)):g}× against a goal of "
+            f"{float(goal.group(1)):g}×, {'**met**' if met else '**not met**'}."
         )
     return out
 
@@ -195,7 +200,9 @@ def split_rows(results: Results, parts: tuple[Part, ...]) -> dict[str, list[list
     for index, (_, rows) in enumerate(results.tables):
         mine = [p for p in parts if p.table == index]
         for row in rows:
-            owner = next((p for p in mine if p.rows and re.search(p.rows, row[0])), None)
+            owner = next(
+                (p for p in mine if p.rows and re.search(p.rows, row[0])), None
+            )
             owner = owner or next((p for p in mine if not p.rows), None)
             if owner is not None:
                 taken[owner.slug].append(row)

@@ -77,7 +77,9 @@ def section_anchors(nb: dict) -> dict[int, str]:
 
 def split_prose(text: str) -> tuple[str, str | None]:
     """Split a cell at the first heading of the questions: (prose, rest or None)."""
-    m = re.search(r"^(?:" + "|".join(map(re.escape, STOP_HEADINGS)) + r")\b", text, re.M)
+    m = re.search(
+        r"^(?:" + "|".join(map(re.escape, STOP_HEADINGS)) + r")\b", text, re.M
+    )
     return (text, None) if m is None else (text[: m.start()], text[m.start() :])
 
 
@@ -162,7 +164,9 @@ class TermLinker:
             if start < last or entry in self.linked:
                 continue  # overlaps a longer term, or another name of the same one
             shown = text[start:end]
-            role = f"{{term}}`{shown}`" if shown == name else f"{{term}}`{shown} <{name}>`"
+            role = (
+                f"{{term}}`{shown}`" if shown == name else f"{{term}}`{shown} <{name}>`"
+            )
             out += [text[last:start], role]
             last = end
             self.linked.add(entry)
@@ -257,7 +261,9 @@ def _source(text: str) -> list[str]:
     return text.splitlines(keepends=True)
 
 
-def process(check: bool, folder: Path = NOTEBOOKS, only: set[int] | None = None) -> list[str]:
+def process(
+    check: bool, folder: Path = NOTEBOOKS, only: set[int] | None = None
+) -> list[str]:
     """Rewrite (or, with ``check``, only inspect) the chapters (all, or ``only``);
     return what is unlinked."""
     files = chapter_files(folder)
@@ -282,7 +288,9 @@ def process(check: bool, folder: Path = NOTEBOOKS, only: set[int] | None = None)
                 if check:
                     for a, b in zip(old.split("\n"), new.split("\n")):
                         if a != b:
-                            report.append(f"{files[ch].name}: unlinked in {a.strip()[:100]!r}")
+                            report.append(
+                                f"{files[ch].name}: unlinked in {a.strip()[:100]!r}"
+                            )
                 else:
                     cell["source"] = _source(new)
                     changed = True
@@ -297,7 +305,9 @@ def process(check: bool, folder: Path = NOTEBOOKS, only: set[int] | None = None)
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="report, change nothing")
-    parser.add_argument("chapters", nargs="*", type=int, help="chapter numbers (default: all)")
+    parser.add_argument(
+        "chapters", nargs="*", type=int, help="chapter numbers (default: all)"
+    )
     args = parser.parse_args(argv)
     report = process(args.check, only=set(args.chapters) or None)
     for line in report:

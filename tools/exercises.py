@@ -121,7 +121,10 @@ def read_test_file(source: str) -> tuple[float | None, list[Case]]:
             total = ast.literal_eval(node.value)
         if isinstance(node, ast.FunctionDef):
             for dec in node.decorator_list:
-                if isinstance(dec, ast.Call) and getattr(dec.func, "id", "") == "test_case":
+                if (
+                    isinstance(dec, ast.Call)
+                    and getattr(dec.func, "id", "") == "test_case"
+                ):
                     kw = {k.arg: ast.literal_eval(k.value) for k in dec.keywords}
                     cases.append(
                         Case(
@@ -154,12 +157,14 @@ class Assignment:
         zips = sorted((self.root / "autograder").glob("*-autograder_*.zip"))
         if not zips:
             raise FileNotFoundError(
-                f"no autograder zip in {self.root / 'autograder'}; run `make assignments` first"
+                f"no autograder zip in {self.root / 'autograder'}; run `make "
+                "assignments` first"
             )
         return zips[-1]
 
     def test_files(self) -> dict[str, str]:
-        """Question name -> source of its test file (public and hidden cases), from the zip."""
+        """Question name -> source of its test file (public and hidden cases), from the
+        zip."""
         with zipfile.ZipFile(self.autograder_zip) as z:
             return {
                 Path(n).stem: z.read(n).decode()
@@ -203,12 +208,16 @@ def assign_many(master_paths: list[Path], out: Path) -> list[Assignment]:
         cwd=ROOT,
     )
     if proc.returncode != 0:
-        raise RuntimeError(f"otter assign failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        raise RuntimeError(
+            f"otter assign failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        )
     results = []
     for master, dest in jobs:
         result = Assignment(Path(master).stem, Path(dest))
         if not result.student.exists() or not result.solution.exists():
-            raise RuntimeError(f"otter assign wrote no notebooks for {master} in {dest}")
+            raise RuntimeError(
+                f"otter assign wrote no notebooks for {master} in {dest}"
+            )
         result.autograder_zip  # noqa: B018 - raises a clear error if the zip is missing
         results.append(result)
     return results
@@ -219,7 +228,8 @@ def assign_all(out: Path) -> list[Assignment]:
 
 
 def _assign_server() -> int:
-    """Child process of ``assign_many``: run otter assign for each (master, dest) on stdin."""
+    """Child process of ``assign_many``: run otter assign for each (master, dest) on
+    stdin."""
     import logging
 
     from otter.assign import main as otter_assign
@@ -247,7 +257,8 @@ class Grade:
     possible: dict[str, float] = field(default_factory=dict)
     message: str = ""
     seconds: float = 0.0
-    passed: dict[str, list[bool]] = field(default_factory=dict)  # per test case, in file order
+    # per test case, in file order
+    passed: dict[str, list[bool]] = field(default_factory=dict)
 
     @property
     def total(self) -> float:
@@ -258,13 +269,17 @@ class Grade:
         return sum(self.possible.values())
 
 
-def grade(submission: Path, assignment: Assignment, timeout: float = DEFAULT_TIMEOUT) -> Grade:
+def grade(
+    submission: Path, assignment: Assignment, timeout: float = DEFAULT_TIMEOUT
+) -> Grade:
     """Grade one notebook; never raises for a bad submission."""
     return grade_many([(submission, assignment)], timeout=timeout)[0]
 
 
 def grade_many(
-    jobs: list[tuple[Path, Assignment]], timeout: float = DEFAULT_TIMEOUT, workers: int = 0
+    jobs: list[tuple[Path, Assignment]],
+    timeout: float = DEFAULT_TIMEOUT,
+    workers: int = 0,
 ) -> list[Grade]:
     """Grade many notebooks in one grading server; results in the order of ``jobs``."""
     if not jobs:
@@ -290,7 +305,9 @@ def grade_many(
         r = by_index.get(i)
         if r is None:
             tail = (proc.stdout + proc.stderr)[-500:]
-            grades.append(Grade(Path(sub).name, a.name, "error", message=f"grader failed: {tail}"))
+            grades.append(
+                Grade(Path(sub).name, a.name, "error", message=f"grader failed: {tail}")
+            )
             continue
         grades.append(
             Grade(
@@ -314,7 +331,9 @@ def _preload(sources: list[str]) -> None:
             tree = ast.parse(src)
         except SyntaxError:
             continue
-        if tree.body and all(isinstance(n, ast.Import | ast.ImportFrom) for n in tree.body):
+        if tree.body and all(
+            isinstance(n, ast.Import | ast.ImportFrom) for n in tree.body
+        ):
             try:
                 exec(compile(tree, "<preload>", "exec"), {})
             except Exception:  # the submission will report it
@@ -322,7 +341,8 @@ def _preload(sources: list[str]) -> None:
 
 
 def _run_submission(notebook: Path, name: str, tests_dir: Path, work: Path) -> dict:
-    """In the forked child: run one notebook's cells and its tests; scores and case results."""
+    """In the forked child: run one notebook's cells and its tests; scores and case
+    results."""
     import torch
     from IPython.core.interactiveshell import InteractiveShell
     from otter import Notebook
@@ -331,7 +351,8 @@ def _run_submission(notebook: Path, name: str, tests_dir: Path, work: Path) -> d
 
     torch.set_num_threads(1)  # the server runs one child per CPU
     nb = nbformat.read(notebook, as_version=4)
-    shutil.copy(notebook, work / f"{name}.ipynb")  # otter.Notebook("NN_topic.ipynb") reads it
+    # otter.Notebook("NN_topic.ipynb") reads it
+    shutil.copy(notebook, work / f"{name}.ipynb")
     os.chdir(work)
     tests_dir_str = str(tests_dir)
     Notebook.init_grading_mode(tests_dir_str)
@@ -346,16 +367,22 @@ def _run_submission(notebook: Path, name: str, tests_dir: Path, work: Path) -> d
             continue
         shell.run_cell(cell.source, store_history=False)
     for test in sorted(tests_dir.glob("*.py")):
-        Checker.check_if_not_already_checked(os.path.join(tests_dir_str, test.name), shell.user_ns)
-    results = {tf.name: tf for tf in Checker.get_results()}  # the last check of each counts
+        Checker.check_if_not_already_checked(
+            os.path.join(tests_dir_str, test.name), shell.user_ns
+        )
+    # the last check of each counts
+    results = {tf.name: tf for tf in Checker.get_results()}
     return {
         "scores": {q: float(tf.score) for q, tf in results.items()},
-        "passed": {q: [r.passed for r in tf.test_case_results] for q, tf in results.items()},
+        "passed": {
+            q: [r.passed for r in tf.test_case_results] for q, tf in results.items()
+        },
     }
 
 
 def _grading_server() -> int:
-    """Child process of ``grade_many``: fork one grader per submission, print JSON lines."""
+    """Child process of ``grade_many``: fork one grader per submission, print JSON
+    lines."""
     spec = json.load(sys.stdin)
     timeout, workers = float(spec["timeout"]), int(spec["workers"])
     root = Path(tempfile.mkdtemp(prefix="grade-"))
@@ -372,7 +399,9 @@ def _grading_server() -> int:
             with zipfile.ZipFile(zip_path) as z:
                 for member in z.namelist():
                     if member.startswith("tests/") and member.endswith(".py"):
-                        (dest / Path(member).name).parent.mkdir(parents=True, exist_ok=True)
+                        (dest / Path(member).name).parent.mkdir(
+                            parents=True, exist_ok=True
+                        )
                         (dest / Path(member).name).write_bytes(z.read(member))
             tests[name] = dest
             possible[name] = {}
@@ -383,13 +412,21 @@ def _grading_server() -> int:
                 )
             solution = Path(zip_path).parent / f"{name}.ipynb"
             if solution.exists():
-                _preload([c.source for c in nbformat.read(solution, as_version=4).cells])
+                _preload(
+                    [c.source for c in nbformat.read(solution, as_version=4).cells]
+                )
 
         pending = list(enumerate(spec["jobs"]))
-        running: dict[int, tuple[int, float, Path]] = {}  # pid -> (index, start, work dir)
+        # pid -> (index, start, work dir)
+        running: dict[int, tuple[int, float, Path]] = {}
 
         def report(
-            index: int, status: str, scores: dict, message: str, seconds: float, passed=None
+            index: int,
+            status: str,
+            scores: dict,
+            message: str,
+            seconds: float,
+            passed=None,
         ) -> None:
             name = spec["jobs"][index][1]
             zero = {q: 0.0 for q in possible[name]}
@@ -417,12 +454,17 @@ def _grading_server() -> int:
                     code = 1
                     try:
                         os.setpgid(0, 0)
-                        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)  # input() fails, not hangs
-                        log = os.open(work / "output.txt", os.O_WRONLY | os.O_CREAT, 0o644)
+                        # input() fails, not hangs
+                        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+                        log = os.open(
+                            work / "output.txt", os.O_WRONLY | os.O_CREAT, 0o644
+                        )
                         os.dup2(log, 1)
                         os.dup2(log, 2)
                         try:
-                            result = _run_submission(Path(notebook), name, tests[name], work)
+                            result = _run_submission(
+                                Path(notebook), name, tests[name], work
+                            )
                         except Exception as exc:
                             result = {"error": f"{type(exc).__name__}: {exc}"[:500]}
                         (work / "result.json").write_text(json.dumps(result))
@@ -447,11 +489,20 @@ def _grading_server() -> int:
                     report(index, "timeout", {}, msg, elapsed)
                 else:
                     result_file = work / "result.json"
-                    result = json.loads(result_file.read_text()) if result_file.exists() else {}
+                    result = (
+                        json.loads(result_file.read_text())
+                        if result_file.exists()
+                        else {}
+                    )
                     if "scores" in result:
-                        report(index, "ok", result["scores"], "", elapsed, result["passed"])
+                        report(
+                            index, "ok", result["scores"], "", elapsed, result["passed"]
+                        )
                     else:
-                        why = result.get("error") or f"the grading process died ({status})"
+                        why = (
+                            result.get("error")
+                            or f"the grading process died ({status})"
+                        )
                         report(index, "error", {}, why, elapsed)
                 del running[pid]
                 shutil.rmtree(work, ignore_errors=True)
@@ -461,13 +512,15 @@ def _grading_server() -> int:
 
 
 def identify(notebook: Path, names: list[str]) -> str | None:
-    """Which assignment a submitted notebook belongs to: by otter metadata, then by file name."""
+    """Which assignment a submitted notebook belongs to: by otter metadata, then by file
+    name."""
     try:
         nb = nbformat.read(notebook, as_version=4)
         name = nb.metadata.get("otter", {}).get("assignment_name")
         if name in names:
             return name
-    except Exception:  # an unreadable notebook is matched by its name and graded as an error
+    # an unreadable notebook is matched by its name and graded as an error
+    except Exception:
         pass
     for name in names:
         if notebook.stem.startswith(name) or notebook.stem.startswith(name[:2] + "_"):
@@ -489,7 +542,9 @@ def grade_folder(
     folders = sorted(p for p in assignments.glob("[0-9][0-9]_*") if p.is_dir())
     available = {p.name: Assignment(p.name, p) for p in folders}
     if not available:
-        raise FileNotFoundError(f"no assignments in {assignments}; run `make assignments` first")
+        raise FileNotFoundError(
+            f"no assignments in {assignments}; run `make assignments` first"
+        )
     notebooks = sorted(
         p for p in submissions.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts
     )
@@ -498,7 +553,9 @@ def grade_folder(
     for i, nb in enumerate(notebooks):
         name = identify(nb, list(available))
         if name is None:
-            grades[i] = Grade(nb.name, "?", "error", message="cannot tell which chapter this is")
+            grades[i] = Grade(
+                nb.name, "?", "error", message="cannot tell which chapter this is"
+            )
         else:
             todo.append((i, nb, available[name]))
     graded = grade_many([(nb, a) for _, nb, a in todo], timeout=timeout, workers=jobs)
@@ -514,9 +571,21 @@ def write_gradebook(grades: list[Grade], out_csv: Path) -> None:
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     with out_csv.open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["submission", "assignment", "status", "score", "possible", "percent", "detail"])
+        w.writerow(
+            [
+                "submission",
+                "assignment",
+                "status",
+                "score",
+                "possible",
+                "percent",
+                "detail",
+            ]
+        )
         for g in grades:
-            detail = "; ".join(f"{q}={g.scores.get(q, 0):g}/{p:g}" for q, p in g.possible.items())
+            detail = "; ".join(
+                f"{q}={g.scores.get(q, 0):g}/{p:g}" for q, p in g.possible.items()
+            )
             pct = 100 * g.total / g.max_total if g.max_total else 0.0
             w.writerow(
                 [
@@ -531,7 +600,8 @@ def write_gradebook(grades: list[Grade], out_csv: Path) -> None:
             )
 
 
-# ------------------------------------------------------------------- submissions for tests
+# ------------------------------------------------------------------- submissions for
+# tests
 
 
 def question_of_cells(nb: nbformat.NotebookNode) -> dict[int, str]:
@@ -575,12 +645,18 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     a = sub.add_parser("assign", help="write student notebooks and autograders")
     a.add_argument("--out", type=Path, default=ROOT / "_build" / "assignments")
-    g = sub.add_parser("grade", help="grade a folder of submissions into a CSV gradebook")
+    g = sub.add_parser(
+        "grade", help="grade a folder of submissions into a CSV gradebook"
+    )
     g.add_argument("--assignments", type=Path, default=ROOT / "_build" / "assignments")
     g.add_argument("--submissions", type=Path, required=True)
     g.add_argument("--out", type=Path, required=True)
-    g.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds per submission")
-    g.add_argument("--jobs", type=int, default=0, help="submissions at once (default: one per CPU)")
+    g.add_argument(
+        "--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds per submission"
+    )
+    g.add_argument(
+        "--jobs", type=int, default=0, help="submissions at once (default: one per CPU)"
+    )
     sub.add_parser("_assign", help=argparse.SUPPRESS)
     sub.add_parser("_serve", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -594,7 +670,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Student notebooks and autograders are in {args.out}")
         return 0
     start = time.monotonic()
-    grades = grade_folder(args.submissions, args.assignments, args.out, args.timeout, args.jobs)
+    grades = grade_folder(
+        args.submissions, args.assignments, args.out, args.timeout, args.jobs
+    )
     for gr in grades:
         score = f"{gr.total:g}/{gr.max_total:g}"
         print(f"{gr.submission:40s} {gr.assignment:24s} {gr.status:8s} {score}")

@@ -20,7 +20,9 @@ def main() -> int:
     try:
         dist = metadata.distribution("sphinx-mathjax-offline")
     except metadata.PackageNotFoundError:
-        print("sphinx-mathjax-offline is not installed: pip install -r requirements.txt")
+        print(
+            "sphinx-mathjax-offline is not installed: pip install -r requirements.txt"
+        )
         return 1
     source = Path(dist.locate_file("sphinx-mathjax-offline/static/mathjax/tex-svg.js"))
     if not source.exists():

@@ -49,7 +49,9 @@ _ANSWER = re.compile(
 )
 _NUMBER = re.compile(r"^\s*(?:\*\*(?:\d+|Q)\.\*\*|\d+\.|\*\*Q\d*\.?\*\*)\s*")
 _GLUE = re.compile(r"\{glue(?::text|:)?\}`(?P<key>[\w-]+)(?::(?P<spec>[^`]*))?`")
-_NUMPY_SCALAR = re.compile(r"^(?:np|numpy)\.(?:float|int|uint|bool|complex)\w*\((.*)\)$")
+_NUMPY_SCALAR = re.compile(
+    r"^(?:np|numpy)\.(?:float|int|uint|bool|complex)\w*\((.*)\)$"
+)
 _ROLE = re.compile(r"\{(?P<role>[\w:-]+)\}`(?P<text>[^`]*)`")
 
 
@@ -84,7 +86,9 @@ def fill_glue(text: str, values: dict[str, str], where: str) -> str:
     def one(match: re.Match) -> str:
         key, spec = match.group("key"), match.group("spec")
         if key not in values:
-            raise KeyError(f"{where}: the glued value {key!r} is not in the stored outputs")
+            raise KeyError(
+                f"{where}: the glued value {key!r} is not in the stored outputs"
+            )
         raw = _NUMPY_SCALAR.sub(r"\1", values[key].strip())
         if spec:
             try:
@@ -118,7 +122,9 @@ def cards_of(path: Path) -> list[Card]:
         question = _NUMBER.sub("", question, count=1).strip()
         answer = match.group("body").strip()
         if not question:
-            raise ValueError(f"{path.name}: an answer block without a question before it")
+            raise ValueError(
+                f"{path.name}: an answer block without a question before it"
+            )
         where = f"{path.name}, question {len(cards) + 1}"
         cards.append(
             Card(
@@ -131,7 +137,9 @@ def cards_of(path: Path) -> list[Card]:
         )
     if body[start:].strip():
         leftover = body[start:].strip()[:80]
-        raise ValueError(f"{path.name}: a question without an answer block: {leftover!r}")
+        raise ValueError(
+            f"{path.name}: a question without an answer block: {leftover!r}"
+        )
     return cards
 
 
@@ -148,7 +156,11 @@ def _for_page(text: str) -> str:
     # {term}, {cite:p}, {doc} and math work anywhere; a chapter-local {ref} or {numref}
     # label would not resolve here, so it is shown as its text.
     return _ROLE.sub(
-        lambda m: m.group("text") if m.group("role") in ("ref", "numref", "eq") else m.group(0),
+        lambda m: (
+            m.group("text")
+            if m.group("role") in ("ref", "numref", "eq")
+            else m.group(0)
+        ),
         text,
     )
 
@@ -158,10 +170,14 @@ def write_page(cards: list[Card], path: Path = PAGE, deck: Path = DECK) -> Path:
     lines = [
         "# Flashcards",
         "",
-        "Every chapter ends with questions to check your understanding. They are collected",
-        "here, chapter by chapter, with their answers hidden until you open them, and as an",
-        f"Anki deck for spaced repetition: {{download}}`{deck.name} <{deck_link.as_posix()}>`",
-        f"({len(cards)} cards; in Anki, *File > Import*). Both are made from the chapters",
+        "Every chapter ends with questions to check your understanding. They are "
+        "collected",
+        "here, chapter by chapter, with their answers hidden until you open them, and "
+        "as an",
+        f"Anki deck for spaced repetition: {{download}}`{deck.name} "
+        f"<{deck_link.as_posix()}>`",
+        f"({len(cards)} cards; in Anki, *File > Import*). Both are made from the "
+        "chapters",
         "themselves every time the book is built, so they always match the chapters.",
         "",
     ]
@@ -169,7 +185,12 @@ def write_page(cards: list[Card], path: Path = PAGE, deck: Path = DECK) -> Path:
     for card in cards:
         if card.chapter != chapter:
             chapter = card.chapter
-            lines += [f"## {card.title}", "", f"From {{doc}}`../notebooks/{card.chapter}`.", ""]
+            lines += [
+                f"## {card.title}",
+                "",
+                f"From {{doc}}`../notebooks/{card.chapter}`.",
+                "",
+            ]
         lines += [
             f"**{card.number}.** {_for_page(card.question)}",
             "",
@@ -195,9 +216,13 @@ def to_anki_html(text: str) -> str:
 
     def keep(match: re.Match) -> str:
         if match.group("display") is not None:
-            maths.append(r"\[" + html.escape(match.group("display").strip(), quote=False) + r"\]")
+            maths.append(
+                r"\[" + html.escape(match.group("display").strip(), quote=False) + r"\]"
+            )
         else:
-            maths.append(r"\(" + html.escape(match.group("inline").strip(), quote=False) + r"\)")
+            maths.append(
+                r"\(" + html.escape(match.group("inline").strip(), quote=False) + r"\)"
+            )
         return f"MATH{len(maths) - 1}END"
 
     text = _MATH.sub(keep, text)
@@ -252,8 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     write_page(cards, args.page, args.deck)
     chapters = len({c.chapter for c in cards})
     print(
-        f"flashcards: {len(cards)} questions from {chapters} chapters -> {args.page.name}, "
-        f"{args.deck.name}"
+        f"flashcards: {len(cards)} questions from {chapters} chapters -> "
+        f"{args.page.name}, {args.deck.name}"
     )
     return 0
 

@@ -44,12 +44,17 @@ __all__ = [
 # ---------------------------------------------------------------------------
 
 
-def _check_mask(mask: Tensor | None, scores_shape: torch.Size, name: str = "mask") -> None:
-    """Raise a clear error if ``mask`` is not a bool tensor broadcastable to the scores."""
+def _check_mask(
+    mask: Tensor | None, scores_shape: torch.Size, name: str = "mask"
+) -> None:
+    """Raise a clear error if ``mask`` is not a bool tensor broadcastable to the
+    scores."""
     if mask is None:
         return
     if not isinstance(mask, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of dtype bool, got {type(mask).__name__}")
+        raise TypeError(
+            f"{name} must be a torch.Tensor of dtype bool, got {type(mask).__name__}"
+        )
     if mask.dtype != torch.bool:
         raise TypeError(
             f"{name} must have dtype torch.bool (True = may attend), got {mask.dtype}; "
@@ -57,14 +62,15 @@ def _check_mask(mask: Tensor | None, scores_shape: torch.Size, name: str = "mask
         )
     if mask.dim() > len(scores_shape):
         raise ValueError(
-            f"{name} has {mask.dim()} dimensions {tuple(mask.shape)} but the scores have "
-            f"{len(scores_shape)} {tuple(scores_shape)}"
+            f"{name} has {mask.dim()} dimensions {tuple(mask.shape)} but the scores "
+            f"have {len(scores_shape)} {tuple(scores_shape)}"
         )
     for m, s in zip(reversed(mask.shape), reversed(scores_shape)):
         if m != 1 and m != s:
             raise ValueError(
-                f"{name} of shape {tuple(mask.shape)} does not broadcast to the attention "
-                f"scores of shape {tuple(scores_shape)} (each trailing size must be 1 or equal)"
+                f"{name} of shape {tuple(mask.shape)} does not broadcast to the "
+                f"attention scores of shape {tuple(scores_shape)} (each trailing size "
+                "must be 1 or equal)"
             )
 
 
@@ -100,7 +106,8 @@ def nadaraya_watson(
     width: float | Tensor = 1.0,
     mask: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Nadaraya-Watson kernel regression with a Gaussian kernel: attention with no weights.
+    """Nadaraya-Watson kernel regression with a Gaussian kernel: attention with no
+    weights.
 
     The prediction at ``x`` is the average of the observed ``y_s``, each weighted by
     how close its ``x_s`` is to ``x``:
@@ -119,13 +126,14 @@ def nadaraya_watson(
             leave-one-out predictions at the observations themselves.
 
     Shape:
-        queries: (T,); keys: (S,); values: (S,) or (S, Cv) -> prediction (T,) or (T, Cv),
+        queries: (T,); keys: (S,); values: (S,) or (S, Cv) -> prediction (T,) or (T,
+            Cv),
         weights (T, S).
     """
     if queries.dim() != 1 or keys.dim() != 1:
         raise ValueError(
-            f"queries and keys must be 1-D positions, got shapes {tuple(queries.shape)} "
-            f"and {tuple(keys.shape)}"
+            "queries and keys must be 1-D positions, got shapes "
+            f"{tuple(queries.shape)} and {tuple(keys.shape)}"
         )
     if values.shape[0] != keys.shape[0]:
         raise ValueError(f"got {keys.shape[0]} keys but {values.shape[0]} values")
@@ -183,8 +191,8 @@ def _check_qkv(query: Tensor, key: Tensor, value: Tensor) -> None:
             raise TypeError(f"{name} must be a floating-point tensor, got {t.dtype}")
     if key.shape[:-1] != value.shape[:-1]:
         raise ValueError(
-            f"key {tuple(key.shape)} and value {tuple(value.shape)} must agree in every "
-            "dimension but the last (one value per key)"
+            f"key {tuple(key.shape)} and value {tuple(value.shape)} must agree in "
+            "every dimension but the last (one value per key)"
         )
     if query.shape[:-2] != key.shape[:-2]:
         raise ValueError(
@@ -193,7 +201,9 @@ def _check_qkv(query: Tensor, key: Tensor, value: Tensor) -> None:
         )
 
 
-def dot_product_scores(query: Tensor, key: Tensor, scale: bool | float = True) -> Tensor:
+def dot_product_scores(
+    query: Tensor, key: Tensor, scale: bool | float = True
+) -> Tensor:
     """Dot-product scores ``q . k = |q| |k| cos(angle)``, optionally divided by sqrt(D).
 
     Cheap (one matrix product for all pairs) and a similarity: large when q and
@@ -202,7 +212,8 @@ def dot_product_scores(query: Tensor, key: Tensor, scale: bool | float = True) -
 
     Args:
         query, key: same feature size D.
-        scale: ``True`` divides by sqrt(D), ``False`` does not, a float multiplies by it.
+        scale: ``True`` divides by sqrt(D), ``False`` does not, a float multiplies by
+            it.
 
     Shape:
         query (..., T, D), key (..., S, D) -> scores (..., T, S).
@@ -221,7 +232,8 @@ def dot_product_scores(query: Tensor, key: Tensor, scale: bool | float = True) -
 
 
 def additive_scores(query_h: Tensor, key_h: Tensor, w_v: Tensor) -> Tensor:
-    """Additive scores w_v . tanh(W_q q + W_k k) from already projected queries and keys.
+    """Additive scores w_v . tanh(W_q q + W_k k) from already projected queries and
+    keys.
 
     Args:
         query_h: W_q q, the projected queries.
@@ -236,7 +248,8 @@ def additive_scores(query_h: Tensor, key_h: Tensor, w_v: Tensor) -> Tensor:
 
 
 class AdditiveAttention(nn.Module):
-    """Additive (Bahdanau) attention: a one-hidden-layer network scores each (q, k) pair.
+    """Additive (Bahdanau) attention: a one-hidden-layer network scores each (q, k)
+    pair.
 
     score(q, k) = w_v . tanh(W_q q + W_k k). Queries and keys may have different
     sizes, which is how Bahdanau et al. (2014) compare a decoder state with
@@ -264,7 +277,8 @@ class AdditiveAttention(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def project_keys(self, key: Tensor) -> Tensor:
-        """W_k k: compute once per source sentence and pass as ``key_h`` at every step."""
+        """W_k k: compute once per source sentence and pass as ``key_h`` at every
+        step."""
         return self.W_k(key)  # (B, S, A)
 
     def forward(
@@ -279,15 +293,18 @@ class AdditiveAttention(nn.Module):
         _check_qkv(query, key, value)
         if query.shape[-1] != self.query_size:
             raise ValueError(
-                f"query has {query.shape[-1]} features but the layer expects {self.query_size}"
+                f"query has {query.shape[-1]} features but the layer expects "
+                f"{self.query_size}"
             )
         if key.shape[-1] != self.key_size:
             raise ValueError(
-                f"key has {key.shape[-1]} features but the layer expects {self.key_size}"
+                f"key has {key.shape[-1]} features but the layer expects "
+                f"{self.key_size}"
             )
         if key_h is None:
             key_h = self.W_k(key)  # (B, S, A)
-        scores = additive_scores(self.W_q(query), key_h, self.w_v.weight[0])  # (B, T, S)
+        # (B, T, S)
+        scores = additive_scores(self.W_q(query), key_h, self.w_v.weight[0])
         weights = masked_softmax(scores, mask)  # (B, T, S)
         return self.dropout(weights) @ value, weights  # (B, T, Cv)
 
@@ -299,7 +316,8 @@ class DotProductAttention(nn.Module):
         dropout: dropout on the attention weights during training.
 
     Shape:
-        query (..., T, D), key (..., S, D), value (..., S, Dv) -> (..., T, Dv), (..., T, S).
+        query (..., T, D), key (..., S, D), value (..., S, Dv) -> (..., T, Dv), (..., T,
+        S).
     """
 
     def __init__(self, dropout: float = 0.0) -> None:
@@ -334,18 +352,20 @@ def scaled_dot_product_attention(
 
     Args:
         q, k, v: queries, keys and values (keys and values have the same length S).
-        mask: bool, ``True`` = may attend, broadcastable to (..., T, S). A query row with
-            nothing to attend to returns zeros.
+        mask: bool, ``True`` = may attend, broadcastable to (..., T, S). A query row
+            with nothing to attend to returns zeros.
         dropout_p: probability of dropping an attention weight (only when ``training``).
         training: apply dropout or not (pass ``module.training``).
         scale: multiply the scores by this instead of 1/sqrt(D).
-        bias: float tensor added to the scores before masking (relative positions, ALiBi).
+        bias: float tensor added to the scores before masking (relative positions,
+            ALiBi).
 
     Returns:
         ``(output, weights)``; the weights are before dropout (for plots).
 
     Shape:
-        q (..., T, D), k (..., S, D), v (..., S, Dv) -> output (..., T, Dv), weights (..., T, S).
+        q (..., T, D), k (..., S, D), v (..., S, Dv) -> output (..., T, Dv), weights
+        (..., T, S).
     """
     _check_qkv(q, k, v)
     if q.shape[-1] != k.shape[-1]:

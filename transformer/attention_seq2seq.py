@@ -103,7 +103,9 @@ class AttentionDecoder(nn.Module):
         self.cell = cells[cell](emb_size + hidden_size, hidden_size)
         self.attention: nn.Module
         if score == "additive":
-            self.attention = AdditiveAttention(hidden_size, hidden_size, attn_size or hidden_size)
+            self.attention = AdditiveAttention(
+                hidden_size, hidden_size, attn_size or hidden_size
+            )
         else:
             self.attention = DotProductAttention()
         self.out = nn.Linear(2 * hidden_size, vocab_size)
@@ -111,19 +113,28 @@ class AttentionDecoder(nn.Module):
     def prepare_keys(self, memory: Tensor) -> Tensor:
         """Keys computed once per source sentence, reused at every decoding step."""
         if self.score == "additive":
-            return cast(AdditiveAttention, self.attention).project_keys(memory)  # (B, S, A)
+            # (B, S, A)
+            return cast(AdditiveAttention, self.attention).project_keys(memory)
         return memory  # (B, S, H)
 
-    def step(self, prev: Tensor, state: AttentionState) -> tuple[Tensor, AttentionState]:
+    def step(
+        self, prev: Tensor, state: AttentionState
+    ) -> tuple[Tensor, AttentionState]:
         hidden = state.hidden
         s_prev = hidden[0] if isinstance(hidden, tuple) else hidden  # (B, H)
         query = s_prev.unsqueeze(1)  # (B, 1, H)
         if self.score == "additive":
             context, w = self.attention(
-                query, state.memory, state.memory, state.src_mask, key_h=state.memory_keys
+                query,
+                state.memory,
+                state.memory,
+                state.src_mask,
+                key_h=state.memory_keys,
             )  # (B, 1, H), (B, 1, S)
         else:
-            context, w = self.attention(query, state.memory_keys, state.memory, state.src_mask)
+            context, w = self.attention(
+                query, state.memory_keys, state.memory, state.src_mask
+            )
         context = context.squeeze(1)  # (B, H)
         x = torch.cat([self.embedding(prev), context], dim=-1)  # (B, E + H)
         hidden = self.cell(x, hidden)  # (B, H)
@@ -168,7 +179,9 @@ class AttentionSeq2Seq(nn.Module):
         super().__init__()
         self.pad_id = pad_id
         self.tgt_vocab_size = tgt_vocab_size
-        self.encoder = Encoder(src_vocab_size, emb_size, hidden_size, cell, pad_id=pad_id)
+        self.encoder = Encoder(
+            src_vocab_size, emb_size, hidden_size, cell, pad_id=pad_id
+        )
         self.decoder = AttentionDecoder(
             tgt_vocab_size, emb_size, hidden_size, cell, score, attn_size, pad_id
         )
@@ -185,7 +198,9 @@ class AttentionSeq2Seq(nn.Module):
         keys = self.decoder.prepare_keys(memory)  # (B, S, A)
         return AttentionState(hidden, memory, keys, src_mask)
 
-    def step(self, prev: Tensor, state: AttentionState) -> tuple[Tensor, AttentionState]:
+    def step(
+        self, prev: Tensor, state: AttentionState
+    ) -> tuple[Tensor, AttentionState]:
         """One decoding step. Shape: prev (B,) long -> logits (B, V), new state."""
         if not isinstance(prev, Tensor) or prev.dim() != 1 or prev.dtype != torch.long:
             got = (
@@ -227,7 +242,9 @@ class AttentionSeq2Seq(nn.Module):
         """Select (and repeat) batch rows of a state, for beam search. index: (B',)."""
         hidden = state.hidden
         if isinstance(hidden, tuple):
-            hidden = cast(RecurrentState, tuple(h.index_select(0, index) for h in hidden))
+            hidden = cast(
+                RecurrentState, tuple(h.index_select(0, index) for h in hidden)
+            )
         else:
             hidden = hidden.index_select(0, index)  # (B', H)
         memory, keys, src_mask = (t.index_select(0, index) for t in state[1:4])

@@ -23,11 +23,13 @@ __all__ = ["beam_search", "greedy_decode_with_cache"]
 
 
 class _CacheChoice(nn.Module):
-    """Forwards the decoding protocol to a model, choosing whether ``start`` keeps a cache."""
+    """Forwards the decoding protocol to a model, choosing whether ``start`` keeps a
+    cache."""
 
     def __init__(self, model: nn.Module, use_cache: bool) -> None:
         super().__init__()
-        self.model: Any = model  # with start, step and reorder_state (the decoding protocol)
+        # with start, step and reorder_state (the decoding protocol)
+        self.model: Any = model
         self.use_cache = use_cache
         self.training = model.training  # report the wrapped model's mode, not a default
 
@@ -62,8 +64,12 @@ def greedy_decode_with_cache(
     Shape:
         src: (B, S) long -> (B, L) long, as :func:`~transformer.decoding.greedy_decode`.
     """
-    max_len, bos_id, eos_id, pad_id = decode_defaults(model, src, max_len, bos_id, eos_id, pad_id)
-    return greedy_decode(_CacheChoice(model, use_cache), src, max_len, bos_id, eos_id, pad_id)
+    max_len, bos_id, eos_id, pad_id = decode_defaults(
+        model, src, max_len, bos_id, eos_id, pad_id
+    )
+    return greedy_decode(
+        _CacheChoice(model, use_cache), src, max_len, bos_id, eos_id, pad_id
+    )
 
 
 @torch.no_grad()
@@ -109,20 +115,32 @@ def beam_search(
     Returns:
         ``(B, L)`` long ids (eos kept, pad after it) and, if asked, ``(B,)`` scores.
     """
-    max_len, bos_id, eos_id, pad_id = decode_defaults(model, src, max_len, bos_id, eos_id, pad_id)
+    max_len, bos_id, eos_id, pad_id = decode_defaults(
+        model, src, max_len, bos_id, eos_id, pad_id
+    )
     if isinstance(beam_size, bool) or not isinstance(beam_size, int) or beam_size < 1:
         raise ValueError(f"beam_size must be a positive int, got {beam_size!r}")
     if length_penalty < 0:
         raise ValueError(f"length_penalty must be >= 0, got {length_penalty}")
     if not hasattr(model, "reorder_state"):
-        raise TypeError(f"{type(model).__name__} has no reorder_state(state, index) for beams")
+        raise TypeError(
+            f"{type(model).__name__} has no reorder_state(state, index) for beams"
+        )
     was_training = model.training
     model.eval()
     try:
         return _beam_search(
-            model, src, max_len, bos_id, eos_id, pad_id, beam_size, length_penalty,
-            use_cache, return_scores,
-        )  # fmt: skip
+            model,
+            src,
+            max_len,
+            bos_id,
+            eos_id,
+            pad_id,
+            beam_size,
+            length_penalty,
+            use_cache,
+            return_scores,
+        )
     finally:
         model.train(was_training)
 
@@ -141,7 +159,9 @@ def _beam_search(
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     B, dev = src.size(0), src.device
     neg_inf = float("-inf")
-    state = model.start(src) if use_cache is None else model.start(src, use_cache=use_cache)
+    state = (
+        model.start(src) if use_cache is None else model.start(src, use_cache=use_cache)
+    )
     # Encode once, then give every source K rows: row b*K + k is beam k of source b.
     state = model.reorder_state(state, torch.arange(B, device=dev).repeat_interleave(K))
     scores = torch.full((B, K), neg_inf, device=dev)  # (B, K) log p of each alive beam
@@ -161,11 +181,14 @@ def _beam_search(
         n_cand = min(2 * K, K * V)  # 2K candidates: at most K of them end here
         top, idx = cand.topk(n_cand, dim=1)  # (B, 2K), sorted best first
         beam, token = idx // V, idx % V  # (B, 2K) each
-        prefix = history.gather(1, beam[:, :, None].expand(-1, -1, t - 1))  # (B, 2K, t-1)
+        # (B, 2K, t-1)
+        prefix = history.gather(1, beam[:, :, None].expand(-1, -1, t - 1))
         seqs = torch.cat([prefix, token[:, :, None]], dim=2)  # (B, 2K, t)
 
         # Finished hypotheses: eos among the top K candidates of a source still open.
-        ends = (token == eos_id) & (torch.arange(n_cand, device=dev) < K) & ~done[:, None]
+        ends = (
+            (token == eos_id) & (torch.arange(n_cand, device=dev) < K) & ~done[:, None]
+        )
         if t == max_len:  # out of budget: the alive beams compete as they are
             ends = ends | (~done[:, None] & (torch.arange(n_cand, device=dev) < K))
         new_fin = torch.where(ends, top / float(t) ** alpha, neg_inf)  # (B, 2K)

@@ -64,7 +64,7 @@ class EncoderOnlyConfig(BlockConfig):
     mlm_transform: bool = True
     _vocab_fields: tuple[str, ...] = field(
         default=("vocab_size",), init=False, repr=False
-    )  # fmt: skip
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -95,7 +95,7 @@ class EncoderOnlyTransformer(nn.Module):
         if not isinstance(config, EncoderOnlyConfig):
             raise TypeError(
                 f"config must be an EncoderOnlyConfig, got {type(config).__name__}"
-            )  # fmt: skip
+            )
         c = self.config = config
         self.pad_id = c.pad_id
         self.embedding = TokenEmbedding(c.vocab_size, c.d_model, c.pad_id)
@@ -114,10 +114,10 @@ class EncoderOnlyTransformer(nn.Module):
         self.dropout = nn.Dropout(c.dropout)
         self.layers = nn.ModuleList(
             EncoderLayer.from_config(c) for _ in range(c.n_layers)
-        )  # fmt: skip
+        )
         self.norm = (
             nn.LayerNorm(c.d_model, eps=c.layer_norm_eps) if c.use_final_norm else None
-        )  # fmt: skip
+        )
         self.token_transform: nn.Module | None = None
         if c.mlm_transform:
             self.token_transform = nn.Sequential(
@@ -172,12 +172,12 @@ class EncoderOnlyTransformer(nn.Module):
             else:
                 check_ids(
                     token_type_ids, "token_type_ids", self.token_type.num_embeddings
-                )  # fmt: skip
+                )
                 x = x + self.token_type(token_type_ids)
         elif token_type_ids is not None:
             raise ValueError(
                 "this model has no token-type embedding: set n_token_types="
-            )  # fmt: skip
+            )
         if self.embedding_norm is not None:
             x = self.embedding_norm(x)
         x = self.dropout(x)
@@ -218,7 +218,7 @@ class EncoderOnlyTransformer(nn.Module):
             raise ValueError("this model has no classification head: set n_classes=")
         return self.classifier(
             self.pooled(ids, attention_mask, token_type_ids)
-        )  # (B, K) # fmt: skip
+        )  # (B, K)
 
 
 class _Activation(nn.Module):

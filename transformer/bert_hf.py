@@ -46,8 +46,8 @@ def _num_labels(values: Mapping[str, Any]) -> int:
 
 
 def config_from_bert(hf_config: Any, **overrides: Any) -> EncoderOnlyConfig:
-    """An :class:`~transformer.bert.EncoderOnlyConfig` with the sizes of a ``BertConfig``
-    (or its dict).
+    """An :class:`~transformer.bert.EncoderOnlyConfig` with the sizes of a
+    ``BertConfig`` (or its dict).
 
     ``n_classes`` is taken from ``num_labels`` only when ``with_classifier=True`` is
     passed as an override; other overrides replace fields (e.g. ``dropout=0.0``).
@@ -57,12 +57,12 @@ def config_from_bert(hf_config: Any, **overrides: Any) -> EncoderOnlyConfig:
     if kind != "absolute":
         raise ValueError(
             f"only absolute position embeddings are supported, got {kind!r}"
-        )  # fmt: skip
+        )
     act = v.get("hidden_act", "gelu")
     if act not in _ACTIVATIONS:
         raise ValueError(
             f"hidden_act {act!r} has no counterpart; one of {sorted(_ACTIVATIONS)}"
-        )  # fmt: skip
+        )
     with_classifier = overrides.pop("with_classifier", False)
     pad = v.get("pad_token_id")
     fields: dict[str, Any] = dict(
@@ -102,12 +102,12 @@ def load_bert_state_dict(
     if not isinstance(model, EncoderOnlyTransformer):
         raise TypeError(
             f"model must be an EncoderOnlyTransformer, got {type(model).__name__}"
-        )  # fmt: skip
+        )
     c = model.config
     if c.norm_first or c.positional != "learned" or not c.bias:
         raise ValueError(
             "BERT is post-LN with learned positions and biases; use config_from_bert"
-        )  # fmt: skip
+        )
     state = {re.sub(r"^bert\.", "", k): v for k, v in state_dict.items()}
     used: set[str] = set()
 
@@ -156,7 +156,7 @@ def load_bert_state_dict(
             if model.token_transform is None:
                 raise ValueError(
                     "the state dict has BERT's MLM transform: set mlm_transform=True"
-                )  # fmt: skip
+                )
             head = cast(nn.Sequential, model.token_transform)
             dense, norm = head[0], head[2]
             put_linear(dense, "cls.predictions.transform.dense")
@@ -165,10 +165,10 @@ def load_bert_state_dict(
             put(
                 model.token_head.bias,
                 bias if bias in state else "cls.predictions.decoder.bias",
-            )  # fmt: skip
+            )
             used.update(
                 {"cls.predictions.decoder.weight", "cls.predictions.decoder.bias"}
-            )  # fmt: skip
+            )
         if "pooler.dense.weight" in state:
             put_linear(model.pooler[0], "pooler.dense")
         if model.classifier is not None and "classifier.weight" in state:

@@ -1,4 +1,5 @@
-"""The bottleneck experiment: one footing for every sequence-to-sequence model (chapter 4).
+"""The bottleneck experiment: one footing for every sequence-to-sequence model (chapter
+4).
 
 One task, data, hidden size, training budget and seed (:class:`BottleneckSetup`),
 so that any model (chapter 4's recurrent encoder-decoder, or chapter 5's
@@ -36,7 +37,8 @@ __all__ = [
 ]
 
 
-# --------------------------------------------------------------------------- bottleneck experiment
+# --------------------------------------------------------------------------- bottleneck
+# experiment
 
 
 @dataclass(frozen=True)
@@ -46,8 +48,8 @@ class BottleneckSetup:
     One model is trained once on sources of mixed lengths (uniform between
     ``min_len`` and ``max_len``), then its exact-match accuracy is measured for
     each source length on held-out test sources. With the context-vector
-    :class:`~transformer.seq2seq.Seq2Seq` at a fixed ``hidden_size`` accuracy is high for short
-    sources and collapses for long ones; chapter 5 passes an attention model
+    :class:`~transformer.seq2seq.Seq2Seq` at a fixed ``hidden_size`` accuracy is high
+    for short sources and collapses for long ones; chapter 5 passes an attention model
     of the same hidden size through the same setup.
 
     Attributes:
@@ -82,10 +84,21 @@ class BottleneckSetup:
 
     def __post_init__(self) -> None:
         if self.task not in ("copy", "reverse", "sort"):
-            raise ValueError(f"task must be 'copy', 'reverse' or 'sort', got {self.task!r}")
+            raise ValueError(
+                f"task must be 'copy', 'reverse' or 'sort', got {self.task!r}"
+            )
         if not 1 <= self.min_len <= self.max_len:
-            raise ValueError(f"need 1 <= min_len <= max_len, got {self.min_len}, {self.max_len}")
-        for name in ("n_train", "n_test", "hidden_size", "emb_size", "batch_size", "steps"):
+            raise ValueError(
+                f"need 1 <= min_len <= max_len, got {self.min_len}, {self.max_len}"
+            )
+        for name in (
+            "n_train",
+            "n_test",
+            "hidden_size",
+            "emb_size",
+            "batch_size",
+            "steps",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
@@ -173,7 +186,9 @@ def exact_match_by_length(
         device = next(model.parameters()).device
     groups: dict[int, list[tuple[str, str]]] = {}
     for src_text, tgt_text in pairs:
-        groups.setdefault(len(src_vocab.encode(src_text)), []).append((src_text, tgt_text))
+        groups.setdefault(len(src_vocab.encode(src_text)), []).append(
+            (src_text, tgt_text)
+        )
     result = LengthAccuracy()
     pad = tgt_vocab.pad_id
     for length in sorted(groups):
@@ -181,11 +196,19 @@ def exact_match_by_length(
         exact = tokens_right = tokens_total = 0
         for i in range(0, len(group), batch_size):
             chunk = group[i : i + batch_size]
-            src, _ = pad_sequences([src_vocab.encode(s) for s, _ in chunk], pad)  # (B, S)
-            tgt, _ = pad_sequences([tgt_vocab.encode(t, add_eos=True) for _, t in chunk], pad)
+            # (B, S)
+            src, _ = pad_sequences([src_vocab.encode(s) for s, _ in chunk], pad)
+            tgt, _ = pad_sequences(
+                [tgt_vocab.encode(t, add_eos=True) for _, t in chunk], pad
+            )
             src, tgt = src.to(device), tgt.to(device)  # tgt: (B, T) targets + eos
             out = greedy_decode(
-                model, src, tgt.size(1) + max_extra, tgt_vocab.bos_id, tgt_vocab.eos_id, pad
+                model,
+                src,
+                tgt.size(1) + max_extra,
+                tgt_vocab.bos_id,
+                tgt_vocab.eos_id,
+                pad,
             )  # (B, L)
             width = max(out.size(1), tgt.size(1))
             out = nn.functional.pad(out, (0, width - out.size(1)), value=pad)  # (B, W)

@@ -29,7 +29,9 @@ def _model_kind(model: nn.Module) -> str:
     """``module.Class`` of a model this package can rebuild, or a TypeError."""
     cls = type(model)
     config = getattr(model, "config", None)
-    if not cls.__module__.startswith("transformer.") or not isinstance(config, BlockConfig):
+    if not cls.__module__.startswith("transformer.") or not isinstance(
+        config, BlockConfig
+    ):
         raise TypeError(
             f"save_checkpoint expects a model of this package with a config (a "
             f"Transformer, say), got {cls.__name__}"
@@ -56,7 +58,8 @@ _PLAIN = (type(None), bool, int, float, str)
 
 
 def _check_plain(value: Any, where: str) -> None:
-    """Refuse what ``torch.load(weights_only=True)`` would refuse, naming the culprit."""
+    """Refuse what ``torch.load(weights_only=True)`` would refuse, naming the
+    culprit."""
     if isinstance(value, _PLAIN) or isinstance(value, torch.Tensor):
         return
     if isinstance(value, (list, tuple)):
@@ -70,13 +73,16 @@ def _check_plain(value: Any, where: str) -> None:
             _check_plain(item, f"{where}[{key!r}]")
         return
     raise TypeError(
-        f"{where} is a {type(value).__name__}; a checkpoint's extra values must be None, "
-        "bool, int, float, str, tensors, or lists/dicts of them (convert it first, e.g. "
-        "float(x) for a NumPy scalar, or store history.losses rather than the History)"
+        f"{where} is a {type(value).__name__}; a checkpoint's extra values must be "
+        "None, bool, int, float, str, tensors, or lists/dicts of them (convert it "
+        "first, e.g. float(x) for a NumPy scalar, or store history.losses rather than "
+        "the History)"
     )
 
 
-def save_checkpoint(model: nn.Module, path: str | os.PathLike[str], **extra: Any) -> Path:
+def save_checkpoint(
+    model: nn.Module, path: str | os.PathLike[str], **extra: Any
+) -> Path:
     """Save config and weights to ``path`` atomically.
 
     The file is written to a temporary file in the same folder, flushed to disk and
@@ -94,8 +100,8 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike[str], **extra: Any
             with ``load_checkpoint(path, with_extra=True)``.
 
     Raises:
-        TypeError: ``model`` is not a model of this package, or an extra value is not plain
-            (it could not be loaded back safely).
+        TypeError: ``model`` is not a model of this package, or an extra value is not
+            plain (it could not be loaded back safely).
 
     Returns:
         The path written.
@@ -194,9 +200,12 @@ def load_checkpoint(
         raise FileNotFoundError(f"no checkpoint at {str(path)!r}")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # a text or foreign file fails deep in the unpickler, any way
+    except (
+        Exception
+    ) as e:  # a text or foreign file fails deep in the unpickler, any way
         raise CheckpointError(
-            f"{str(path)!r} is not a readable checkpoint (truncated or corrupt file?): {e}"
+            f"{str(path)!r} is not a readable checkpoint (truncated or corrupt file?): "
+            f"{e}"
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != _CHECKPOINT_FORMAT:
         raise CheckpointError(
@@ -209,7 +218,9 @@ def load_checkpoint(
             f"this code reads version {_CHECKPOINT_VERSION}"
         )
     try:
-        model_class = _model_class(payload.get("model", "transformer.model.Transformer"))
+        model_class = _model_class(
+            payload.get("model", "transformer.model.Transformer")
+        )
         saved = model_class.config_class.from_dict(payload["config"])
     except (KeyError, TypeError, ValueError, ImportError, AttributeError) as e:
         raise CheckpointError(f"{str(path)!r} holds an invalid config: {e}") from None
@@ -220,7 +231,8 @@ def load_checkpoint(
             if getattr(saved, k) != getattr(config, k)
         }
         raise CheckpointError(
-            f"{str(path)!r} was saved with a different config; (saved, expected) = {diff}"
+            f"{str(path)!r} was saved with a different config; (saved, expected) = "
+            f"{diff}"
         )
     model = model_class(saved)
     state = payload.get("state_dict")
@@ -230,7 +242,9 @@ def load_checkpoint(
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     wrong = sorted(
-        k for k in set(state) & set(expected) if tuple(state[k].shape) != tuple(expected[k].shape)
+        k
+        for k in set(state) & set(expected)
+        if tuple(state[k].shape) != tuple(expected[k].shape)
     )
     if missing or unexpected or wrong:
         detail = "; ".join(
@@ -242,7 +256,9 @@ def load_checkpoint(
             )
             if keys
         )
-        raise CheckpointError(f"{str(path)!r}: weights do not fit the saved config ({detail})")
+        raise CheckpointError(
+            f"{str(path)!r}: weights do not fit the saved config ({detail})"
+        )
     model.load_state_dict(state)
     model.to(map_location)
     model.eval()

@@ -85,7 +85,9 @@ class BlockConfig:
     bias: bool = True
 
     #: Fields that hold a vocabulary size (each special id must fit every one).
-    _vocab_fields: tuple[str, ...] = dataclasses.field(default=(), init=False, repr=False)
+    _vocab_fields: tuple[str, ...] = dataclasses.field(
+        default=(), init=False, repr=False
+    )
 
     def _fail(self, message: str) -> None:
         raise ValueError(f"{type(self).__name__}.{message}")
@@ -104,15 +106,19 @@ class BlockConfig:
             self._positive_int(name, allow_zero=True)
         if self.d_model % self.n_heads != 0:
             self._fail(
-                f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads}); "
-                f"e.g. use n_heads={_divisor_hint(self.d_model, self.n_heads)}"
+                f"d_model ({self.d_model}) must be divisible by n_heads "
+                f"({self.n_heads}); e.g. use "
+                f"n_heads={_divisor_hint(self.d_model, self.n_heads)}"
             )
         if isinstance(self.dropout, bool) or not isinstance(self.dropout, int | float):
             self._fail(f"dropout must be a float, got {self.dropout!r}")
         if not 0.0 <= self.dropout < 1.0:
             self._fail(f"dropout must be in [0, 1), got {self.dropout}")
         if self.activation not in ACTIVATIONS:
-            self._fail(f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
+            self._fail(
+                f"activation must be one of {sorted(ACTIVATIONS)}, got "
+                f"{self.activation!r}"
+            )
         if not isinstance(self.positional, str) or (
             self.positional.lower() not in POSITIONAL_SCHEMES
         ):
@@ -125,7 +131,9 @@ class BlockConfig:
             if not isinstance(getattr(self, name), bool):
                 self._fail(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.final_norm is not None and not isinstance(self.final_norm, bool):
-            self._fail(f"final_norm must be True, False or None, got {self.final_norm!r}")
+            self._fail(
+                f"final_norm must be True, False or None, got {self.final_norm!r}"
+            )
         sizes = {name: getattr(self, name) for name in self._vocab_fields}
         for name in ("pad_id", "bos_id", "eos_id"):
             value = getattr(self, name)
@@ -139,8 +147,12 @@ class BlockConfig:
 
     def _check_positional_options(self) -> None:
         options = self.positional_options
-        if not isinstance(options, dict) or not all(isinstance(k, str) for k in options):
-            self._fail(f"positional_options must be a dict with str keys, got {options!r}")
+        if not isinstance(options, dict) or not all(
+            isinstance(k, str) for k in options
+        ):
+            self._fail(
+                f"positional_options must be a dict with str keys, got {options!r}"
+            )
         try:  # build it once: a typo in an option name fails here, not in the model
             make_positional(
                 self.positional,
@@ -150,7 +162,9 @@ class BlockConfig:
                 **options,
             )
         except TypeError as e:
-            self._fail(f"positional_options {options!r} do not fit {self.positional!r}: {e}")
+            self._fail(
+                f"positional_options {options!r} do not fit {self.positional!r}: {e}"
+            )
 
     def __hash__(self) -> int:  # positional_options is a dict: hash what it holds
         values = [
@@ -185,7 +199,9 @@ class BlockConfig:
 
     def make_attention(self) -> MultiHeadAttention:
         """The self-attention of a block: H heads, each with its own keys and values."""
-        return MultiHeadAttention(self.d_model, self.n_heads, dropout=self.dropout, bias=self.bias)
+        return MultiHeadAttention(
+            self.d_model, self.n_heads, dropout=self.dropout, bias=self.bias
+        )
 
     def make_ffn(self) -> PositionwiseFeedForward:
         """The feed-forward network of a block: ``W2 act(W1 x)``."""
@@ -195,7 +211,9 @@ class BlockConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """The config as a plain dict (what a checkpoint stores)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
+        return {
+            f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init
+        }
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> BlockConfig:
@@ -203,13 +221,16 @@ class BlockConfig:
         known = {f.name for f in dataclasses.fields(cls) if f.init}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"unknown {cls.__name__} fields {unknown}; known: {sorted(known)}")
+            raise ValueError(
+                f"unknown {cls.__name__} fields {unknown}; known: {sorted(known)}"
+            )
         return cls(**values)
 
 
 @dataclass(frozen=True, kw_only=True)
 class TransformerConfig(BlockConfig):
-    """Every hyper-parameter of the encoder-decoder :class:`~transformer.model.Transformer`.
+    """Every hyper-parameter of the encoder-decoder
+    :class:`~transformer.model.Transformer`.
 
     Args:
         src_vocab_size: source vocabulary size.
@@ -235,18 +256,26 @@ class TransformerConfig(BlockConfig):
         self._positive_int("n_encoder_layers", allow_zero=True)
         self._positive_int("n_decoder_layers")
         if not isinstance(self.share_embeddings, bool):
-            self._fail(f"share_embeddings must be True or False, got {self.share_embeddings!r}")
+            self._fail(
+                f"share_embeddings must be True or False, got {self.share_embeddings!r}"
+            )
         if self.share_embeddings and self.src_vocab_size != self.tgt_vocab_size:
             self._fail(
-                "share_embeddings=True needs one vocabulary for source and target, but "
-                f"src_vocab_size={self.src_vocab_size} != tgt_vocab_size={self.tgt_vocab_size}"
+                "share_embeddings=True needs one vocabulary for source and target, "
+                f"but src_vocab_size={self.src_vocab_size} != "
+                f"tgt_vocab_size={self.tgt_vocab_size}"
             )
 
     @classmethod
-    def for_vocabs(cls, src_vocab: Any, tgt_vocab: Any, **fields: Any) -> TransformerConfig:
-        """A config sized for two :class:`~transformer.data.Vocab` s, ids taken from them."""
+    def for_vocabs(
+        cls, src_vocab: Any, tgt_vocab: Any, **fields: Any
+    ) -> TransformerConfig:
+        """A config sized for two :class:`~transformer.data.Vocab` s, ids taken from
+        them."""
         for name in ("pad_id", "bos_id", "eos_id"):
             if getattr(src_vocab, "pad_id", None) != getattr(tgt_vocab, "pad_id", None):
                 raise ValueError("source and target vocabularies must share the pad id")
             fields.setdefault(name, getattr(tgt_vocab, name))
-        return cls(src_vocab_size=len(src_vocab), tgt_vocab_size=len(tgt_vocab), **fields)
+        return cls(
+            src_vocab_size=len(src_vocab), tgt_vocab_size=len(tgt_vocab), **fields
+        )

@@ -1,4 +1,5 @@
-"""Vocabularies, padding and batches: from strings to the tensors a model reads (chapter 1).
+"""Vocabularies, padding and batches: from strings to the tensors a model reads (chapter
+1).
 
 A :class:`Vocab` maps symbols to ids with four fixed special ids (``<pad>`` 0,
 ``<bos>`` 1, ``<eos>`` 2, ``<unk>`` 3); :func:`pad_sequences` right-pads id lists
@@ -69,7 +70,9 @@ class Vocab:
         symbols = list(symbols)
         for s in symbols:
             if not isinstance(s, str) or not s:
-                raise TypeError(f"vocabulary symbols must be non-empty strings, got {s!r}")
+                raise TypeError(
+                    f"vocabulary symbols must be non-empty strings, got {s!r}"
+                )
             if s in SPECIALS:
                 raise ValueError(f"{s!r} is a reserved special symbol; do not list it")
         if len(set(symbols)) != len(symbols):
@@ -90,7 +93,8 @@ class Vocab:
         tokenize: Callable[[str], list[str]] = list,
         sep: str | None = None,
     ) -> Vocab:
-        """Build a vocabulary of every symbol in ``texts`` (sorted, so it is reproducible).
+        """Build a vocabulary of every symbol in ``texts`` (sorted, so it is
+        reproducible).
 
         With ``tokenize=str.split`` the vocabulary is word level (``sep=" "``)
         even if every word happens to be one character long.
@@ -115,8 +119,11 @@ class Vocab:
         return hash(tuple(self.itos))
 
     def __repr__(self) -> str:
-        preview = "".join(self.itos[4:24]) if self.sep == "" else " ".join(self.itos[4:12])
-        return f"Vocab(size={len(self)}, symbols={preview!r}{'...' if len(self) > 24 else ''})"
+        preview = (
+            "".join(self.itos[4:24]) if self.sep == "" else " ".join(self.itos[4:12])
+        )
+        more = "..." if len(self) > 24 else ""
+        return f"Vocab(size={len(self)}, symbols={preview!r}{more})"
 
     def encode(
         self, seq: str | Sequence[str], add_bos: bool = False, add_eos: bool = False
@@ -145,13 +152,17 @@ class Vocab:
         """
         if isinstance(ids, Tensor):
             if ids.dim() != 1:
-                raise ValueError(f"decode expects one sequence (1-D), got shape {tuple(ids.shape)}")
+                raise ValueError(
+                    f"decode expects one sequence (1-D), got shape {tuple(ids.shape)}"
+                )
             ids = ids.tolist()
         out: list[str] = []
         for i in ids:
             i = int(i)
             if not 0 <= i < len(self.itos):
-                raise ValueError(f"id {i} is outside this vocabulary of size {len(self)}")
+                raise ValueError(
+                    f"id {i} is outside this vocabulary of size {len(self)}"
+                )
             if strip_special:
                 if i == self.eos_id:
                     break
@@ -173,7 +184,8 @@ def pad_sequences(
     if len(seqs) == 0:
         raise ValueError("pad_sequences needs at least one sequence")
     lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)  # (B,)
-    padded = torch.full((len(seqs), int(lengths.max())), pad_id, dtype=torch.long)  # (B, L)
+    # (B, L)
+    padded = torch.full((len(seqs), int(lengths.max())), pad_id, dtype=torch.long)
     for row, s in enumerate(seqs):
         padded[row, : len(s)] = torch.as_tensor(s, dtype=torch.long)
     return padded, lengths
@@ -214,12 +226,14 @@ class Batch:
 
     @property
     def tgt_in(self) -> Tensor:
-        """The decoder input for teacher forcing, ``<bos>`` y1 ... yn, shape ``(B, T)``."""
+        """The decoder input for teacher forcing, ``<bos>`` y1 ... yn, shape ``(B,
+        T)``."""
         return self.tgt[:, :-1]
 
     @property
     def tgt_out(self) -> Tensor:
-        """The labels, y1 ... yn ``<eos>`` (the input shifted one step left), ``(B, T)``."""
+        """The labels, y1 ... yn ``<eos>`` (the input shifted one step left), ``(B,
+        T)``."""
         return self.tgt[:, 1:]
 
     @property
@@ -266,7 +280,9 @@ class PairDataset(Dataset):
             raise ValueError("source and target vocabularies must share the pad id")
         self.pairs = list(pairs)
         self.src_vocab, self.tgt_vocab = src_vocab, tgt_vocab
-        self.src_ids = [_ids(s, src_vocab, i, "source") for i, (s, _) in enumerate(self.pairs)]
+        self.src_ids = [
+            _ids(s, src_vocab, i, "source") for i, (s, _) in enumerate(self.pairs)
+        ]
         self.tgt_ids = [
             [tgt_vocab.bos_id, *_ids(t, tgt_vocab, i, "target"), tgt_vocab.eos_id]
             for i, (_, t) in enumerate(self.pairs)
@@ -311,8 +327,9 @@ def collate_pairs(
     for i, (_, t) in enumerate(items):
         if len(t) < 2 or t[0] != bos_id or t[-1] != eos_id:
             raise ValueError(
-                f"target {i} is not framed as <bos> ... <eos> (ids {bos_id} and {eos_id}): "
-                "build batches with PairDataset or pair_loader, which add them"
+                f"target {i} is not framed as <bos> ... <eos> (ids {bos_id} and "
+                f"{eos_id}): build batches with PairDataset or pair_loader, which add "
+                "them"
             )
     src, src_lengths = pad_sequences([s for s, _ in items], pad_id)
     tgt, tgt_lengths = pad_sequences([t for _, t in items], pad_id)
@@ -335,7 +352,8 @@ def pair_loader(
     shuffle: bool = True,
     seed: int = 0,
 ) -> DataLoader:
-    """Your own (source, target) pairs as batches for :func:`~transformer.training.train`.
+    """Your own (source, target) pairs as batches for
+    :func:`~transformer.training.train`.
 
     Args:
         pairs: strings, or lists of ids (then give the vocabularies).
@@ -355,7 +373,11 @@ def pair_loader(
         built = pair_vocabs(pairs)  # type: ignore[arg-type]  # str pairs, checked above
         src_vocab = built[0] if src_vocab is None else src_vocab
         tgt_vocab = built[1] if tgt_vocab is None else tgt_vocab
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, int)
+        or batch_size < 1
+    ):
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     dataset = PairDataset(pairs, src_vocab, tgt_vocab)
     return DataLoader(

@@ -26,10 +26,13 @@ __all__ = ["decode_defaults", "greedy_decode"]
 
 def _check_decode_args(src: torch.Tensor, max_len: int, ids: dict[str, int]) -> None:
     if not isinstance(src, torch.Tensor):
-        raise TypeError(f"src must be a torch.Tensor of token ids, got {type(src).__name__}")
+        raise TypeError(
+            f"src must be a torch.Tensor of token ids, got {type(src).__name__}"
+        )
     if src.dim() != 2:
         raise ValueError(
-            f"src must have shape (B, S) (a batch of id sequences), got shape {tuple(src.shape)}"
+            "src must have shape (B, S) (a batch of id sequences), got shape "
+            f"{tuple(src.shape)}"
         )
     if src.dtype != torch.long:
         raise TypeError(f"src must hold token ids as torch.long, got {src.dtype}")
@@ -39,7 +42,9 @@ def _check_decode_args(src: torch.Tensor, max_len: int, ids: dict[str, int]) -> 
         raise ValueError(f"max_len must be a positive int, got {max_len!r}")
     for name, value in ids.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"{name} must be a non-negative int token id, got {value!r}")
+            raise ValueError(
+                f"{name} must be a non-negative int token id, got {value!r}"
+            )
 
 
 def _output_vocab_size(model: nn.Module) -> int | None:
@@ -129,10 +134,13 @@ def greedy_decode(
     Shape:
         src: (B, S) long -> returns (B, L) long with 1 <= L <= max_len.
     """
-    max_len, bos_id, eos_id, pad_id = decode_defaults(model, src, max_len, bos_id, eos_id, pad_id)
+    max_len, bos_id, eos_id, pad_id = decode_defaults(
+        model, src, max_len, bos_id, eos_id, pad_id
+    )
     was_training = model.training
     model.eval()
-    seq2seq: Any = model  # start and step: the decoding protocol, beyond nn.Module's types
+    # start and step: the decoding protocol, beyond nn.Module's types
+    seq2seq: Any = model
     try:
         state: Any = seq2seq.start(src)
         batch = src.size(0)
@@ -159,6 +167,6 @@ def greedy_decode(
         model.train(was_training)
 
 
-# ---------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 # Chapter 9: key/value cache switch and beam search
-# ---------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------

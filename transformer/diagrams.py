@@ -275,7 +275,7 @@ def draw_connectivity(length: int = 8, kernel: int = 3) -> Figure:
     if kernel < 3 or kernel % 2 == 0:
         raise ValueError(f"kernel must be odd and at least 3, got {kernel}")
     layers = -(-(length - 1) // (kernel - 1))  # causal: k - 1 more positions per layer
-    fig, axes = plt.subplots(1, 3, figsize=(10.0, 3.6))
+    fig, axes = plt.subplots(1, 3, figsize=(9.0, 3.4))
     xs = [float(i) for i in range(length)]
     top = float(layers)
     for ax in axes:

@@ -255,9 +255,13 @@ class WindowShards:
     ) -> None:
         self.dataset = dataset
         self.sampler: DistributedSampler[Any] = DistributedSampler(
-            dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed,
+            dataset,
+            num_replicas=world_size,
+            rank=rank,
+            shuffle=True,
+            seed=seed,
             drop_last=True,
-        )  # fmt: skip
+        )
         self.epoch, self.position = 0, 0
         self._order: list[int] | None = None
 

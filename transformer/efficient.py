@@ -77,10 +77,10 @@ def key_mask_of(key_mask: Tensor | None, B: int, S: int) -> Tensor | None:
     if not isinstance(key_mask, Tensor) or key_mask.dtype != torch.bool:
         got = (
             key_mask.dtype if isinstance(key_mask, Tensor) else type(key_mask).__name__
-        )  # fmt: skip
+        )
         raise TypeError(
             f"key_mask must be a bool tensor (True = may attend), got {got}"
-        )  # fmt: skip
+        )
     if key_mask.dim() == 4 and key_mask.shape[1:3] == (1, 1):
         key_mask = key_mask[:, 0, 0, :]  # (B, S)
     if key_mask.dim() != 2 or key_mask.shape[1] != S or key_mask.shape[0] not in (1, B):

@@ -94,7 +94,7 @@ def efficient_attention(
     if method not in METHODS:
         raise ValueError(
             f"unknown attention method {method!r}; choose from {list(METHODS)}"
-        )  # fmt: skip
+        )
     if method == "linear_recurrent":
         if not causal:
             raise ValueError("the recurrent form of linear attention is causal only")
@@ -140,7 +140,7 @@ class EfficientSelfAttention(MultiHeadAttention):
         if method not in METHODS or method == "linear_recurrent":
             raise ValueError(
                 f"unknown layer method {method!r}; choose from {list(METHODS)}"
-            )  # fmt: skip
+            )
         self.method, self.options = method, options
         if method == "linformer":
             if max_len is None:
@@ -207,21 +207,25 @@ def use_efficient_attention(
         old = getattr(module, "self_attn", None)
         if not isinstance(old, MultiHeadAttention) or isinstance(
             old, EfficientSelfAttention
-        ):  # fmt: skip
+        ):
             continue
         if old.kdim != old.d_model or old.vdim != old.d_model:
             raise ValueError("only self-attention layers can be swapped")
         new = EfficientSelfAttention(
-            old.d_model, old.n_heads, method,
-            bias=old.q_proj.bias is not None, max_len=max_len, **options,
-        )  # fmt: skip
+            old.d_model,
+            old.n_heads,
+            method,
+            bias=old.q_proj.bias is not None,
+            max_len=max_len,
+            **options,
+        )
         new.load_state_dict(old.state_dict(), strict=False)
         module.self_attn = new.to(old.q_proj.weight.device)
         swapped += 1
     if swapped == 0:
         raise ValueError(
             "the model has no chapter 6 self-attention (self_attn) to swap"
-        )  # fmt: skip
+        )
     return model
 
 

@@ -1,4 +1,5 @@
-"""Token embeddings and the input checks every Transformer of the book shares (chapter 9).
+"""Token embeddings and the input checks every Transformer of the book shares (chapter
+9).
 
 :class:`TokenEmbedding` maps ids to vectors scaled by sqrt(C), as Vaswani et al.
 (2017, section 3.4) do; :func:`check_ids` refuses ids a model cannot read with a
@@ -21,13 +22,17 @@ from transformer.positional import PositionalScheme
 __all__ = ["TokenEmbedding", "check_ids", "has_attention_hooks"]
 
 
-def check_ids(ids: Tensor, name: str, vocab_size: int, device: torch.device | None = None) -> None:
+def check_ids(
+    ids: Tensor, name: str, vocab_size: int, device: torch.device | None = None
+) -> None:
     """Refuse what is not a (B, length) long tensor of ids below ``vocab_size``.
 
     With ``device``, the ids must also be there (the model's device).
     """
     if not isinstance(ids, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of token ids, got {type(ids).__name__}")
+        raise TypeError(
+            f"{name} must be a torch.Tensor of token ids, got {type(ids).__name__}"
+        )
     if ids.dim() != 2:
         raise ValueError(f"{name} must have shape (B, length), got {tuple(ids.shape)}")
     if ids.dtype != torch.long:
@@ -39,8 +44,8 @@ def check_ids(ids: Tensor, name: str, vocab_size: int, device: torch.device | No
         )
     if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab_size):
         raise ValueError(
-            f"{name} holds ids in [{int(ids.min())}, {int(ids.max())}] but the vocabulary has "
-            f"{vocab_size} entries (ids 0..{vocab_size - 1})"
+            f"{name} holds ids in [{int(ids.min())}, {int(ids.max())}] but the "
+            f"vocabulary has {vocab_size} entries (ids 0..{vocab_size - 1})"
         )
 
 
@@ -68,7 +73,8 @@ class TokenEmbedding(nn.Module):
         return cast(nn.Parameter, self.embedding.weight)  # typed as a Tensor by torch
 
     def unscaled_(self, std: float = 0.02) -> TokenEmbedding:
-        """No sqrt(C) scaling, weights redrawn at ``std`` (GPT-2's and BERT's choice)."""
+        """No sqrt(C) scaling, weights redrawn at ``std`` (GPT-2's and BERT's
+        choice)."""
         self.scale = 1.0
         nn.init.normal_(self.weight, std=std)
         return self
@@ -78,7 +84,8 @@ class TokenEmbedding(nn.Module):
 
 
 def has_attention_hooks(positional: PositionalScheme) -> bool:
-    """Whether attention must call the scheme's hooks (not for purely additive schemes)."""
+    """Whether attention must call the scheme's hooks (not for purely additive
+    schemes)."""
     cls = type(positional)
     overrides = (
         cls.rotate is not PositionalScheme.rotate

@@ -193,7 +193,8 @@ def attention_step(
             q, k = positional.rotate(q, k, q_pos, q_pos)
             k, v = cache.append(k, v)  # (B, H, S, D)
             k_pos = torch.arange(k.shape[2], device=x.device)  # (S,)
-            bias = positional.score_bias(q, q_pos, k_pos)  # broadcastable to (B, H, 1, S)
+            # broadcastable to (B, H, 1, S)
+            bias = positional.score_bias(q, q_pos, k_pos)
         else:
             k, v = cache.append(k, v)  # (B, H, S, D)
     if mask is not None and mask.dim() == 3:
@@ -224,7 +225,13 @@ def layer_weights(layer: DecoderLayer) -> LayerWeights:
     return LayerWeights(
         attention_weights(layer.self_attn),
         attention_weights(layer.multihead_attn, cross=True),
-        (f.linear1.weight, f.linear1.bias, f.linear2.weight, f.linear2.bias, f.activation),
+        (
+            f.linear1.weight,
+            f.linear1.bias,
+            f.linear2.weight,
+            f.linear2.bias,
+            f.activation,
+        ),
         (_norm(layer.norm1), _norm(layer.norm2), _norm(layer.norm3)),
     )
 
@@ -247,7 +254,9 @@ def decoder_layer_step(
     ws, wc = w.self_attn, w.cross_attn
     if layer.norm_first:
         h = F.layer_norm(x, *n1)
-        x = x + attention_step(sa, h, self_cache, ws, self_mask, positional=positional, pos=pos)
+        x = x + attention_step(
+            sa, h, self_cache, ws, self_mask, positional=positional, pos=pos
+        )
         h = F.layer_norm(x, *n2)
         x = x + attention_step(ca, h, cross_cache, wc, memory_mask)
         return x + F.linear(act(F.linear(F.layer_norm(x, *n3), w1, b1)), w2, b2)
@@ -288,11 +297,13 @@ class FastDecoding(nn.Module):
     def __init__(self, model: Transformer) -> None:
         super().__init__()
         if not isinstance(model, Transformer):
-            raise TypeError(f"FastDecoding wraps a Transformer, got {type(model).__name__}")
+            raise TypeError(
+                f"FastDecoding wraps a Transformer, got {type(model).__name__}"
+            )
         if _value_term_of(model.decoder.positional) is not None:
             raise ValueError(
-                "Shaw et al.'s value vectors need the general attention path; decode with "
-                "the model itself"
+                "Shaw et al.'s value vectors need the general attention path; decode "
+                "with the model itself"
             )
         self.model = model
         self.config = model.config
@@ -327,7 +338,9 @@ class FastDecoding(nn.Module):
         a padding token has been fed), not recomputed from every token so far.
         """
         if not isinstance(state, FastDecodingState):
-            raise TypeError(f"state must come from FastDecoding.start, got {type(state).__name__}")
+            raise TypeError(
+                f"state must come from FastDecoding.start, got {type(state).__name__}"
+            )
         model, dec, inner = self.model, self.model.decoder, state.inner
         tokens = model._check_step(prev_tokens, inner)  # (B, t+1)
         pos = inner.length
@@ -339,7 +352,8 @@ class FastDecoding(nn.Module):
             keys = torch.cat([keys, ~is_pad[:, None]], dim=1)  # (B, t+1)
         self_mask = None if keys is None else keys[:, None, None, :]  # (B, 1, 1, t+1)
         emb = dec.embedding
-        x = F.embedding(prev_tokens, emb.weight) * emb.scale  # (B, C), as TokenEmbedding
+        # (B, C), as TokenEmbedding
+        x = F.embedding(prev_tokens, emb.weight) * emb.scale
         x = dec.positional.embed_range(x[:, None], pos)[:, 0]  # (B, C)
         hooks = dec.positional if dec._use_hooks else None
         assert inner.caches is not None
@@ -354,7 +368,9 @@ class FastDecoding(nn.Module):
         new = DecoderState(inner.memory, inner.memory_mask, inner.caches, tokens)
         return logits, FastDecodingState(new, state.layers, state.norm, keys)
 
-    def reorder_state(self, state: FastDecodingState, index: Tensor) -> FastDecodingState:
+    def reorder_state(
+        self, state: FastDecodingState, index: Tensor
+    ) -> FastDecodingState:
         """Select (and repeat) rows, as ``Transformer.reorder_state``."""
         inner = self.model.reorder_state(state.inner, index)
         keys = None if state.keys is None else state.keys.index_select(0, index)

@@ -1,4 +1,5 @@
-"""The decoder-only model's speed-ups, kept apart from the code the book teaches (chapter 10).
+"""The decoder-only model's speed-ups, kept apart from the code the book teaches
+(chapter 10).
 
 :class:`FastLM` wraps a :class:`~transformer.gpt.DecoderOnlyTransformer` and runs the
 same model, with the same parameters, in fewer operations. Nothing in the teaching
@@ -109,7 +110,9 @@ def _scaled(w: Tensor | None, s: float) -> Tensor | None:
     return w if w is None or s == 1.0 else w * s
 
 
-def causal_attention(q: Tensor, k: Tensor, v: Tensor, p: float, block: int = 64) -> Tensor:
+def causal_attention(
+    q: Tensor, k: Tensor, v: Tensor, p: float, block: int = 64
+) -> Tensor:
     """Causal attention over T positions with dropout ``p`` on the weights.
 
     Without dropout this is PyTorch's fused kernel with ``is_causal=True``. With
@@ -147,9 +150,13 @@ class CausalDropoutAttention(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, q: Tensor, k: Tensor, v: Tensor, p: float, block: int) -> Tensor:
+    def forward(
+        ctx: Any, q: Tensor, k: Tensor, v: Tensor, p: float, block: int
+    ) -> Tensor:
         BH, T, D = q.shape
-        upper = torch.full((T, T), float("-inf"), dtype=q.dtype, device=q.device).triu(1)
+        upper = torch.full((T, T), float("-inf"), dtype=q.dtype, device=q.device).triu(
+            1
+        )
         out = torch.empty_like(q)
         saved = []
         for lo in range(0, T, block):
@@ -260,16 +267,24 @@ class FastLM(nn.Module):
     def __init__(self, model: DecoderOnlyTransformer) -> None:
         super().__init__()
         if not isinstance(model, DecoderOnlyTransformer):
-            raise TypeError(f"FastLM wraps a DecoderOnlyTransformer, got {type(model).__name__}")
+            raise TypeError(
+                f"FastLM wraps a DecoderOnlyTransformer, got {type(model).__name__}"
+            )
         self.model = model
         self.config = model.config
         self.pad_id, self.bos_id, self.eos_id = model.pad_id, model.bos_id, model.eos_id
         # The fast path knows chapter 10's pre-LN blocks (LayerNorm, two-layer FFN,
         # one key/value head per query head) and additive positions only.
-        parts = (nn.LayerNorm, nn.LayerNorm, PositionwiseFeedForward, MultiHeadAttention)
+        parts = (
+            nn.LayerNorm,
+            nn.LayerNorm,
+            PositionwiseFeedForward,
+            MultiHeadAttention,
+        )
         blocks = cast("Iterable[EncoderLayer]", model.layers)
         plain = all(
-            (type(b.norm1), type(b.norm2), type(b.ffn), type(b.self_attn)) == parts for b in blocks
+            (type(b.norm1), type(b.norm2), type(b.ffn), type(b.self_attn)) == parts
+            for b in blocks
         ) and type(model.norm) in (type(None), nn.LayerNorm)
         self.covered = model.config.norm_first and not model._use_hooks and plain
         self.train(model.training)  # the model's mode, which ``forward`` follows
@@ -334,8 +349,11 @@ class FastLM(nn.Module):
 
     # ----------------------------------------------------------------- generation
     @torch.no_grad()
-    def start(self, prompt: Tensor, attention_mask: Tensor | None = None) -> FastLMState | LMState:
-        """Run the prompt (B, T) once, filling the key/value buffer; as ``model.start``."""
+    def start(
+        self, prompt: Tensor, attention_mask: Tensor | None = None
+    ) -> FastLMState | LMState:
+        """Run the prompt (B, T) once, filling the key/value buffer; as
+        ``model.start``."""
         m = self.model
         if m.training:
             raise RuntimeError("FastLM generates in eval mode; call .eval() first")
@@ -348,7 +366,9 @@ class FastLM(nn.Module):
         a = layers[0].self_attn
         H, D = a.n_heads, a.head_dim
         capacity = max(2 * T, 16)
-        buf = prompt.new_empty((len(layers), B, H, capacity, D), dtype=m.embedding.weight.dtype)
+        buf = prompt.new_empty(
+            (len(layers), B, H, capacity, D), dtype=m.embedding.weight.dtype
+        )
         k_all, v_all = buf, torch.empty_like(buf)
         x = self._embed(prompt, 0)  # (B, T, C)
         C = x.shape[-1]
@@ -389,8 +409,8 @@ class FastLM(nn.Module):
         limit = getattr(m.positional, "max_len", None)
         if limit is not None and t + 1 > limit:
             raise ValueError(
-                f"the sequence reaches length {t + 1} but the positions stop at {limit} "
-                "(config.max_len)"
+                f"the sequence reaches length {t + 1} but the positions stop at "
+                f"{limit} (config.max_len)"
             )
         if t == capacity:  # full: move to buffers twice as large
             k_all = torch.cat([k_all, torch.empty_like(k_all)], dim=3)

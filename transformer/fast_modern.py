@@ -1,4 +1,5 @@
-"""Generation on the fast path for chapter 11's blocks, kept apart from the code the book teaches.
+"""Generation on the fast path for chapter 11's blocks, kept apart from the code the
+book teaches.
 
 :class:`FastModernLM` is a :class:`~transformer.fast_lm.FastLM` that also runs
 chapter 11's pre-norm blocks (RMSNorm, SwiGLU, grouped-query attention, RoPE) in
@@ -103,7 +104,9 @@ def modern_weights(layer: EncoderLayer, rope: bool) -> ModernWeights:
     """
     a, f = layer.self_attn, layer.ffn
     qk_w = torch.cat([a.q_proj.weight, a.k_proj.weight])  # (N, C)
-    parts_w = [qk_w, _swap_pairs(qk_w), a.v_proj.weight] if rope else [qk_w, a.v_proj.weight]
+    parts_w = (
+        [qk_w, _swap_pairs(qk_w), a.v_proj.weight] if rope else [qk_w, a.v_proj.weight]
+    )
     b_in = None
     if a.q_proj.bias is not None:
         qk_b = torch.cat([a.q_proj.bias, a.k_proj.bias])  # (N,)
@@ -114,11 +117,17 @@ def modern_weights(layer: EncoderLayer, rope: bool) -> ModernWeights:
     if gated:
         sw = cast(SwiGLUFeedForward, f)
         w_ffn = torch.cat([sw.linear1.weight, sw.linear_up.weight])  # (2F, C)
-        b_ffn = None if sw.linear1.bias is None else torch.cat([sw.linear1.bias, sw.linear_up.bias])
+        b_ffn = (
+            None
+            if sw.linear1.bias is None
+            else torch.cat([sw.linear1.bias, sw.linear_up.bias])
+        )
     else:
         w_ffn, b_ffn = f.linear1.weight, f.linear1.bias
     n1, n2 = _norm_spec(layer.norm1), _norm_spec(layer.norm2)
-    act: Callable[[Tensor], Tensor] = F.silu if isinstance(f.activation, nn.SiLU) else f.activation
+    act: Callable[[Tensor], Tensor] = (
+        F.silu if isinstance(f.activation, nn.SiLU) else f.activation
+    )
     return ModernWeights(
         n1,
         _fold(torch.cat(parts_w), n1),
@@ -179,7 +188,8 @@ class FastModernLM(FastLM):
         model: the model to run.
 
     Shape:
-        prompt: (B, T) long -> state with logits (B, V); prev: (B,) long -> logits (B, V)
+        prompt: (B, T) long -> state with logits (B, V); prev: (B,) long -> logits (B,
+            V)
     """
 
     def __init__(self, model: DecoderOnlyTransformer) -> None:
@@ -194,11 +204,15 @@ class FastModernLM(FastLM):
             return None, None
         a = cast(EncoderLayer, self.model.layers[0]).self_attn
         heads = a.n_heads + getattr(a, "n_kv_heads", a.n_heads)
-        angles = pos.angles(torch.arange(n)).repeat_interleave(2, dim=1)  # (n, D), float64
-        return angles.cos().to(like).repeat(1, heads), angles.sin().to(like).repeat(1, heads)
+        # (n, D), float64
+        angles = pos.angles(torch.arange(n)).repeat_interleave(2, dim=1)
+        return angles.cos().to(like).repeat(1, heads), angles.sin().to(like).repeat(
+            1, heads
+        )
 
     def _blocks(self, x: Tensor, st: GeneralState, t: int) -> Tensor:
-        """Run positions t.. of x (B, T, C) through every block, caching keys and values.
+        """Run positions t.. of x (B, T, C) through every block, caching keys and
+        values.
 
         Shape:
             x: (B, T, C) -> (B T, C)
@@ -211,9 +225,11 @@ class FastModernLM(FastLM):
         sin = st.sin[t : t + T] if st.sin is not None else None
         rows = slice(t, t + T)
         for w, kc, vc in zip(st.weights, st.k.unbind(0), st.v.unbind(0)):
-            y = F.linear(_norm(x, w.norm1), w.w_in, w.b_in).view(B, T, -1)  # (B, T, 2N + G D)
+            # (B, T, 2N + G D)
+            y = F.linear(_norm(x, w.norm1), w.w_in, w.b_in).view(B, T, -1)
             if cos is not None and sin is not None:
-                qk = torch.addcmul(y[..., :n] * cos, y[..., n : 2 * n], sin)  # (B, T, N)
+                # (B, T, N)
+                qk = torch.addcmul(y[..., :n] * cos, y[..., n : 2 * n], sin)
                 v = y[..., 2 * n :]
             else:
                 qk, v = y[..., : -G * D], y[..., -G * D :]
@@ -222,7 +238,11 @@ class FastModernLM(FastLM):
             kc[:, :, rows] = qk[:, H:]
             vc[:, :, rows] = v.view(B, T, G, D).transpose(1, 2)
             att = F.scaled_dot_product_attention(
-                qk[:, :H], kc[:, :, : t + T], vc[:, :, : t + T], is_causal=T > 1, enable_gqa=G != H
+                qk[:, :H],
+                kc[:, :, : t + T],
+                vc[:, :, : t + T],
+                is_causal=T > 1,
+                enable_gqa=G != H,
             )  # (B, H, T, D)
             x = _residual(x, att.transpose(1, 2).reshape(B * T, C), w.w_out_t, w.b_out)
             h = F.linear(_norm(x, w.norm2), w.w_ffn, w.b_ffn)  # (B T, 2F) or (B T, F)
@@ -252,7 +272,8 @@ class FastModernLM(FastLM):
         HD = st.weights[0].w_out_t.shape[0]  # H D query features
         n = HD + G * D
         for w, kc, vc in zip(st.weights, st.k.unbind(0), st.v.unbind(0)):
-            y = F.linear(_norm(x, w.norm1), w.w_in, w.b_in)  # (B, 2N + G D) or (B, N + G D)
+            # (B, 2N + G D) or (B, N + G D)
+            y = F.linear(_norm(x, w.norm1), w.w_in, w.b_in)
             if cos is not None and sin is not None:
                 qk = torch.addcmul(y[:, :n] * cos, y[:, n : 2 * n], sin)  # (B, N)
                 v = y[:, 2 * n :]
@@ -261,7 +282,9 @@ class FastModernLM(FastLM):
             kc[:, :, t] = qk[:, HD:].view(B, G, D)
             vc[:, :, t] = v.view(B, G, D)
             q = qk[:, :HD].view(B, G, HD // (G * D), D)  # (B, G, r, D)
-            att = F.scaled_dot_product_attention(q, kc[:, :, : t + 1], vc[:, :, : t + 1])
+            att = F.scaled_dot_product_attention(
+                q, kc[:, :, : t + 1], vc[:, :, : t + 1]
+            )
             x = _residual(x, att.view(B, HD), w.w_out_t, w.b_out)
             h = F.linear(_norm(x, w.norm2), w.w_ffn, w.b_ffn)  # (B, 2F) or (B, F)
             if w.gated:
@@ -289,7 +312,8 @@ class FastModernLM(FastLM):
     def start(  # type: ignore[override]  # one more kind of state, for step only
         self, prompt: Tensor, attention_mask: Tensor | None = None
     ) -> FastLMState | GeneralState | LMState:
-        """Run the prompt (B, T) once, filling the key/value buffers; as ``model.start``."""
+        """Run the prompt (B, T) once, filling the key/value buffers; as
+        ``model.start``."""
         m = self.model
         if self.covered or not self.modern or m.training:
             return super().start(prompt, attention_mask)
@@ -303,7 +327,12 @@ class FastModernLM(FastLM):
         emb = m.embedding.weight
         k = emb.new_empty((len(layers), B, G, capacity, a.head_dim))
         st = GeneralState(
-            k, torch.empty_like(k), 0, emb.new_empty(0), weights, *self._tables(capacity, emb)
+            k,
+            torch.empty_like(k),
+            0,
+            emb.new_empty(0),
+            weights,
+            *self._tables(capacity, emb),
         )
         x = self._blocks(self._embed(prompt, 0), st, 0).view(B, T, -1)
         st.length, st.logits = T, self._head(x[:, -1])  # (B, V)
@@ -319,7 +348,9 @@ class FastModernLM(FastLM):
         m, st = self.model, state
         B, t = st.k.shape[1], st.length
         if not isinstance(prev, Tensor) or prev.shape != (B,):
-            raise ValueError(f"prev must have shape ({B},), got {getattr(prev, 'shape', prev)}")
+            raise ValueError(
+                f"prev must have shape ({B},), got {getattr(prev, 'shape', prev)}"
+            )
         limit = getattr(m.positional, "max_len", None)
         if limit is not None and t + 1 > limit:
             m._check(prev[:, None], t)  # raises, naming config.max_len
@@ -332,7 +363,8 @@ class FastModernLM(FastLM):
         if t == k.shape[3]:  # full: move to buffers twice as large
             k, v = (torch.cat([c, torch.empty_like(c)], dim=3) for c in (k, v))
             cos, sin = self._tables(2 * t, k)
-        st = GeneralState(k, v, t, st.logits, st.weights, cos, sin)  # the caller's is kept
+        # the caller's is kept
+        st = GeneralState(k, v, t, st.logits, st.weights, cos, sin)
         x = self._one(x[:, 0], st, t)  # (B, C)
         st.length, st.logits = t + 1, self._head(x)  # (B, V)
         return st.logits, st

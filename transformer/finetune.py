@@ -103,7 +103,7 @@ def docstring_task(
         if not (folder / "__init__.py").exists():
             raise ValueError(
                 f"{package!r} is not a package of the standard library at {lib}"
-            )  # fmt: skip
+            )
         for path in sorted(folder.rglob("*.py")):
             parts = path.relative_to(lib).parts
             if any(p.startswith("test") for p in parts[1:]):
@@ -181,7 +181,7 @@ class _LabelledBatches:
             torch.randperm(n, generator=self.generator)
             if self.shuffle
             else torch.arange(n)
-        )  # fmt: skip
+        )
         for start in range(0, n, self.batch_size):
             i = order[start : start + self.batch_size]
             mask = None if self.mask is None else self.mask[i]

@@ -69,7 +69,9 @@ class LSTMCell(_RecurrentCell[tuple[Tensor, Tensor]]):
         zeros = like.new_zeros(batch_size, self.hidden_size)
         return zeros, zeros
 
-    def _check_state(self, state: State, batch_size: int, x: Tensor) -> tuple[Tensor, Tensor]:
+    def _check_state(
+        self, state: State, batch_size: int, x: Tensor
+    ) -> tuple[Tensor, Tensor]:
         if not isinstance(state, tuple | list) or len(state) != 2:
             raise TypeError(
                 "LSTMCell state must be a pair (h, c) of tensors of shape (B, H), "
@@ -77,9 +79,13 @@ class LSTMCell(_RecurrentCell[tuple[Tensor, Tensor]]):
             )
         h, c = state
         check = super()._check_state  # checks one (B, H) tensor and returns it
-        return cast(Tensor, check(h, batch_size, x)), cast(Tensor, check(c, batch_size, x))
+        return cast(Tensor, check(h, batch_size, x)), cast(
+            Tensor, check(c, batch_size, x)
+        )
 
-    def gates_from_projection(self, x_proj: Tensor, state: tuple[Tensor, Tensor]) -> LSTMGates:
+    def gates_from_projection(
+        self, x_proj: Tensor, state: tuple[Tensor, Tensor]
+    ) -> LSTMGates:
         """All gate activations and the new state, from a projected input."""
         h, c = state
         z = x_proj + self.project_hidden(h)  # (B, 4H)
@@ -96,7 +102,9 @@ class LSTMCell(_RecurrentCell[tuple[Tensor, Tensor]]):
         state = self._prepare(x, state)
         return self.gates_from_projection(self.project_input(x), state)
 
-    def step(self, x_proj: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    def step(
+        self, x_proj: Tensor, state: tuple[Tensor, Tensor]
+    ) -> tuple[Tensor, Tensor]:
         """Shape: x_proj (B, 4H), state 2 x (B, H) -> 2 x (B, H)."""
         gates = self.gates_from_projection(x_proj, state)
         return gates.hidden, gates.cell
@@ -185,20 +193,23 @@ class LSTM(_RecurrentLayer):
     cell_class = LSTMCell
     torch_layer = nn.LSTM
 
-    def _initial_states(self, h0: State | None, batch_size: int, x: Tensor) -> list[State]:
+    def _initial_states(
+        self, h0: State | None, batch_size: int, x: Tensor
+    ) -> list[State]:
         if h0 is None:
             return [cell.zero_state(batch_size, x) for cell in self._cells()]
         if not isinstance(h0, tuple | list) or len(h0) != 2:
             raise TypeError(
-                "LSTM initial state must be a pair (h0, c0) of tensors of shape (L, B, H), "
-                f"got {type(h0).__name__}"
+                "LSTM initial state must be a pair (h0, c0) of tensors of shape (L, "
+                f"B, H), got {type(h0).__name__}"
             )
         expected = (self.num_layers, batch_size, self.hidden_size)
         for name, tensor in zip(("h0", "c0"), h0):
             _check_float_tensor(name, tensor, x.dtype)
             if tuple(tensor.shape) != expected:
                 raise ValueError(
-                    f"{name} must have shape (L, B, H) = {expected}, got {tuple(tensor.shape)}"
+                    f"{name} must have shape (L, B, H) = {expected}, got "
+                    f"{tuple(tensor.shape)}"
                 )
         return list(zip(h0[0].unbind(0), h0[1].unbind(0)))  # L x ((B, H), (B, H))
 

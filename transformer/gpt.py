@@ -56,7 +56,9 @@ class DecoderOnlyConfig(BlockConfig):
     scale_embeddings: bool = False
     output_bias: bool = False
     mask_pad: bool = True
-    _vocab_fields: tuple[str, ...] = field(default=("vocab_size",), init=False, repr=False)
+    _vocab_fields: tuple[str, ...] = field(
+        default=("vocab_size",), init=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -99,7 +101,9 @@ class DecoderOnlyTransformer(nn.Module):
     def __init__(self, config: DecoderOnlyConfig) -> None:
         super().__init__()
         if not isinstance(config, DecoderOnlyConfig):
-            raise TypeError(f"config must be a DecoderOnlyConfig, got {type(config).__name__}")
+            raise TypeError(
+                f"config must be a DecoderOnlyConfig, got {type(config).__name__}"
+            )
         c = self.config = config
         self.pad_id, self.bos_id, self.eos_id = c.pad_id, c.bos_id, c.eos_id
         self.embedding = TokenEmbedding(c.vocab_size, c.d_model, c.pad_id)
@@ -108,7 +112,9 @@ class DecoderOnlyTransformer(nn.Module):
         self.positional = c.make_positional()
         self._use_hooks = has_attention_hooks(self.positional)
         self.dropout = nn.Dropout(c.dropout)
-        self.layers = nn.ModuleList(EncoderLayer.from_config(c) for _ in range(c.n_layers))
+        self.layers = nn.ModuleList(
+            EncoderLayer.from_config(c) for _ in range(c.n_layers)
+        )
         self.norm = c.make_norm() if c.use_final_norm else None
         self.output = nn.Linear(c.d_model, c.vocab_size, bias=c.output_bias)
         if c.tie_output:
@@ -124,8 +130,8 @@ class DecoderOnlyTransformer(nn.Module):
         if attention_mask is not None:
             if attention_mask.shape != ids.shape:
                 raise ValueError(
-                    f"attention_mask must have the shape of the ids {tuple(ids.shape)}, "
-                    f"got {tuple(attention_mask.shape)}"
+                    "attention_mask must have the shape of the ids "
+                    f"{tuple(ids.shape)}, got {tuple(attention_mask.shape)}"
                 )
             keys = attention_mask.to(torch.bool)
         elif self.config.mask_pad:
@@ -165,7 +171,14 @@ class DecoderOnlyTransformer(nn.Module):
         hooks = self.positional if self._use_hooks else None
         for i, layer in enumerate(self.layers):
             cache = None if caches is None else caches[i]
-            x = layer(x, mask, positional=hooks, q_pos=positions, cache=cache, is_causal=is_causal)
+            x = layer(
+                x,
+                mask,
+                positional=hooks,
+                q_pos=positions,
+                cache=cache,
+                is_causal=is_causal,
+            )
         return x if self.norm is None else self.norm(x)
 
     def _mask(self, keys: Tensor, T: int, S: int, device: torch.device) -> Tensor:
@@ -229,7 +242,11 @@ class DecoderOnlyTransformer(nn.Module):
 
     def num_parameters(self, trainable_only: bool = True) -> int:
         """Number of scalar parameters; the tied output matrix is counted once."""
-        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+        return sum(
+            p.numel()
+            for p in self.parameters()
+            if p.requires_grad or not trainable_only
+        )
 
 
 @torch.no_grad()
@@ -270,7 +287,11 @@ def generate(
         finished = torch.zeros(prompt.shape[0], dtype=torch.bool, device=prompt.device)
         for _ in range(max_new_tokens):
             token = sample_next(
-                logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator
+                logits,
+                temperature=temperature,
+                top_k=top_k,
+                top_p=top_p,
+                generator=generator,
             )  # (B,)
             token = token.masked_fill(finished, model.pad_id)
             seq = torch.cat([seq, token[:, None]], dim=1)  # (B, t+1)

@@ -1,4 +1,5 @@
-"""GPT-2 exactly: Hugging Face's config and weights on our decoder-only model (chapter 10).
+"""GPT-2 exactly: Hugging Face's config and weights on our decoder-only model (chapter
+10).
 
 GPT-2 (Radford et al., 2019) is a :class:`~transformer.gpt.DecoderOnlyTransformer`
 with pre-LN blocks, the tanh-approximated GELU, learned positions, no embedding
@@ -142,15 +143,21 @@ def load_gpt2_state_dict(
             put(ours.weight, take(f"{p}{theirs}.weight"), f"{p}{theirs}.weight")
             put(ours.bias, take(f"{p}{theirs}.bias"), f"{p}{theirs}.bias")
     if model.norm is None:
-        raise ValueError("GPT-2 ends with a LayerNorm (ln_f): build with norm_first=True")
+        raise ValueError(
+            "GPT-2 ends with a LayerNorm (ln_f): build with norm_first=True"
+        )
     put(model.norm.weight, take("ln_f.weight"), "ln_f.weight")
     put(model.norm.bias, take("ln_f.bias"), "ln_f.bias")
     if "lm_head.weight" in state and not model.config.tie_output:
         put(model.output.weight, take("lm_head.weight"), "lm_head.weight")
     used.add("lm_head.weight")
-    extra = [k for k in state if k not in used and not re.search(r"attn\.(masked_)?bias$", k)]
+    extra = [
+        k for k in state if k not in used and not re.search(r"attn\.(masked_)?bias$", k)
+    ]
     if extra:
-        raise ValueError(f"unexpected GPT-2 weights {extra[:5]}: is this a GPT-2 state dict?")
+        raise ValueError(
+            f"unexpected GPT-2 weights {extra[:5]}: is this a GPT-2 state dict?"
+        )
     return model
 
 
@@ -166,7 +173,9 @@ def gpt2_from_state_dict(
     state = _strip(state_dict)
     V, C = state["wte.weight"].shape
     P = state["wpe.weight"].shape[0]
-    n_layer = 1 + max(int(m.group(1)) for k in state if (m := re.match(r"h\.(\d+)\.", k)))
+    n_layer = 1 + max(
+        int(m.group(1)) for k in state if (m := re.match(r"h\.(\d+)\.", k))
+    )
     given = {"vocab_size": V, "n_embd": C, "n_positions": P, "n_layer": n_layer}
     if hf_config is None:
         given["n_head"] = C // 64

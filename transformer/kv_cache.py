@@ -21,11 +21,12 @@ __all__ = [
 
 
 class KVCache:
-    """Keys and values kept between decoding steps, so each step projects only new tokens.
+    """Keys and values kept between decoding steps, so each step projects only new
+    tokens.
 
     * A growing cache (``static=False``, self-attention in a decoder): every call of
-      :class:`~transformer.multihead.MultiHeadAttention` appends the keys and values of the
-      new tokens and attends over everything cached so far.
+      :class:`~transformer.multihead.MultiHeadAttention` appends the keys and values of
+      the new tokens and attends over everything cached so far.
     * A static cache (``static=True``, cross-attention): the encoder memory is
       projected into keys and values on the first call and reused afterwards.
 
@@ -99,8 +100,8 @@ class KVCache:
             self._v = v.new_empty(v.shape[0], v.shape[1], max(16, 2 * n), v.shape[3])
         elif k.shape[:2] != self._k.shape[:2] or k.shape[3] != self._k.shape[3]:
             raise ValueError(
-                f"new keys {tuple(k.shape)} do not match the cached {tuple(self._k.shape)} "
-                "in batch, heads or head size"
+                f"new keys {tuple(k.shape)} do not match the cached "
+                f"{tuple(self._k.shape)} in batch, heads or head size"
             )
         start, end = self._len, self._len + n
         if end > self._k.shape[2]:  # full: move to storage twice as large
@@ -120,7 +121,8 @@ class KVCache:
                 )
             k = torch.cat([self._k.narrow(2, 0, self._len), k], dim=2)  # (B, H, S, D)
             v = torch.cat([self._v.narrow(2, 0, self._len), v], dim=2)
-        self._k, self._v, self._len = k, v, k.shape[2]  # exactly full: next append grows
+        # exactly full: next append grows
+        self._k, self._v, self._len = k, v, k.shape[2]
         return k, v
 
     def _grown(self, storage: Tensor, needed: int) -> Tensor:
@@ -135,7 +137,8 @@ class KVCache:
         self._k, self._v = picked._k, picked._v
 
     def select(self, index: Tensor) -> KVCache:
-        """A new cache holding rows ``index`` (B',) of this one, which is left untouched."""
+        """A new cache holding rows ``index`` (B',) of this one, which is left
+        untouched."""
         new = KVCache(static=self.static)
         if self._k is not None and self._v is not None:
             new._k = self._k.index_select(0, index)  # (B', H, capacity, D)

@@ -48,7 +48,8 @@ def label_smoothed_cross_entropy(
         logits: unnormalised scores.
         targets: labels, ``pad_id`` where there is no token.
         pad_id: the padding id to ignore (no loss, no gradient, not counted).
-        smoothing: eps in [0, 1); 0 gives :func:`~transformer.training.sequence_cross_entropy`.
+        smoothing: eps in [0, 1); 0 gives
+            :func:`~transformer.training.sequence_cross_entropy`.
 
     Returns:
         The mean loss per real token (0 for an all-padding batch).
@@ -62,11 +63,13 @@ def label_smoothed_cross_entropy(
         raise ValueError(f"logits must have shape (B, T, V), got {tuple(logits.shape)}")
     if targets.shape != logits.shape[:2]:
         raise ValueError(
-            f"targets must have shape (B, T) = {tuple(logits.shape[:2])} to match the logits, "
-            f"got {tuple(targets.shape)}"
+            f"targets must have shape (B, T) = {tuple(logits.shape[:2])} to match the "
+            f"logits, got {tuple(targets.shape)}"
         )
     if targets.dtype != torch.long:
-        raise TypeError(f"targets must be token ids of dtype torch.long, got {targets.dtype}")
+        raise TypeError(
+            f"targets must be token ids of dtype torch.long, got {targets.dtype}"
+        )
     log_p = F.log_softmax(logits.float(), dim=-1)  # (B, T, V)
     real = targets != pad_id  # (B, T)
     safe = targets.masked_fill(~real, 0)  # any valid index; masked below
@@ -77,8 +80,8 @@ def label_smoothed_cross_entropy(
 
 
 def label_smoothing_loss(pad_id: int, smoothing: float = 0.1) -> LossFn:
-    """A ``loss_fn`` for :func:`~transformer.training.train`: label-smoothed cross-entropy
-    ignoring ``pad_id``."""
+    """A ``loss_fn`` for :func:`~transformer.training.train`: label-smoothed
+    cross-entropy ignoring ``pad_id``."""
     if not 0.0 <= smoothing < 1.0:
         raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
 

@@ -41,13 +41,16 @@ ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "gelu": F.gelu,
     # GPT-2's GELU: the tanh approximation of Hendrycks & Gimpel (2016)
     "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
-    "silu": F.silu,  # Swish (Ramachandran et al., 2017), the gate of SwiGLU (chapter 11)
+    # Swish (Ramachandran et al., 2017), the gate of SwiGLU (chapter 11)
+    "silu": F.silu,
 }
 
 
 def _activation(name: str) -> Callable[[Tensor], Tensor]:
     if name not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}")
+        raise ValueError(
+            f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}"
+        )
     return ACTIVATIONS[name]
 
 
@@ -60,18 +63,22 @@ def _check_model_input(x: Tensor, d_model: int, name: str) -> None:
             f"({x.dim()} dimensions instead of 3)"
         )
     if x.shape[-1] != d_model:
-        raise ValueError(f"{name} has {x.shape[-1]} features but the layer expects {d_model}")
+        raise ValueError(
+            f"{name} has {x.shape[-1]} features but the layer expects {d_model}"
+        )
     if not x.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
 
 
 def _check_like(x: Tensor, weight: Tensor, name: str) -> None:
-    """Same dtype and device as the layer's weights, or an error saying how to fix it."""
+    """Same dtype and device as the layer's weights, or an error saying how to fix
+    it."""
     if x.dtype != weight.dtype or x.device != weight.device:
         raise TypeError(
             f"{name} is {x.dtype} on {x.device} but the layer's weights are "
             f"{weight.dtype} on {weight.device}; move one of them, e.g. "
-            f"{name}.to(dtype={weight.dtype}, device='{weight.device}') or layer.to(...)"
+            f"{name}.to(dtype={weight.dtype}, device='{weight.device}') or "
+            "layer.to(...)"
         )
 
 
@@ -81,8 +88,12 @@ def _copy_common(
     theirs: nn.TransformerEncoderLayer | nn.TransformerDecoderLayer,
     norms: int,
 ) -> None:
-    """Copy FFN and LayerNorm weights from a torch Transformer layer of the same shape."""
-    for mine, other in ((ours.ffn.linear1, theirs.linear1), (ours.ffn.linear2, theirs.linear2)):
+    """Copy FFN and LayerNorm weights from a torch Transformer layer of the same
+    shape."""
+    for mine, other in (
+        (ours.ffn.linear1, theirs.linear1),
+        (ours.ffn.linear2, theirs.linear2),
+    ):
         if mine.weight.shape != other.weight.shape:
             raise ValueError(
                 f"feed-forward shapes differ: ours {tuple(mine.weight.shape)}, "
@@ -126,7 +137,9 @@ class PositionwiseFeedForward(nn.Module):
     ) -> None:
         super().__init__()
         if d_model <= 0 or d_ff <= 0:
-            raise ValueError(f"d_model and d_ff must be positive, got {d_model} and {d_ff}")
+            raise ValueError(
+                f"d_model and d_ff must be positive, got {d_model} and {d_ff}"
+            )
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.d_model = d_model
@@ -142,7 +155,8 @@ class PositionwiseFeedForward(nn.Module):
 
 
 class EncoderLayer(nn.Module):
-    """One encoder layer: self-attention then feed-forward, each with residual and LayerNorm.
+    """One encoder layer: self-attention then feed-forward, each with residual and
+    LayerNorm.
 
     Post-LN (paper, ``norm_first=False``)::
 
@@ -194,7 +208,9 @@ class EncoderLayer(nn.Module):
         if self_attn is None:
             self_attn = MultiHeadAttention(d_model, n_heads, dropout=dropout, bias=bias)
         self.self_attn = self_attn
-        self.ffn = ffn or PositionwiseFeedForward(d_model, d_ff, dropout, activation, bias)
+        self.ffn = ffn or PositionwiseFeedForward(
+            d_model, d_ff, dropout, activation, bias
+        )
         norm = norm or (lambda: nn.LayerNorm(d_model, eps=layer_norm_eps))
         self.norm1, self.norm2 = norm(), norm()
         self.dropout1 = nn.Dropout(dropout)
@@ -202,8 +218,8 @@ class EncoderLayer(nn.Module):
 
     @classmethod
     def from_config(cls, config: Any) -> EncoderLayer:
-        """A layer of a model config, which makes its attention, FFN and norms (chapter 9;
-        chapter 11's config makes grouped-query attention, SwiGLU and RMSNorm)."""
+        """A layer of a model config, which makes its attention, FFN and norms (chapter
+        9; chapter 11's config makes grouped-query attention, SwiGLU and RMSNorm)."""
         c = config
         return cls(
             c.d_model,
@@ -220,10 +236,12 @@ class EncoderLayer(nn.Module):
         )
 
     def copy_from_torch(self, layer: nn.TransformerEncoderLayer) -> EncoderLayer:
-        """Copy the weights of a ``torch.nn.TransformerEncoderLayer`` of the same shape."""
+        """Copy the weights of a ``torch.nn.TransformerEncoderLayer`` of the same
+        shape."""
         if layer.norm_first != self.norm_first:
             raise ValueError(
-                f"norm_first differs: torch layer {layer.norm_first}, this one {self.norm_first}"
+                f"norm_first differs: torch layer {layer.norm_first}, this one "
+                f"{self.norm_first}"
             )
         self.self_attn.copy_from_torch(layer.self_attn)
         _copy_common(self, layer, norms=2)
@@ -337,8 +355,12 @@ class DecoderLayer(nn.Module):
         super().__init__()
         self.d_model = d_model
         self.norm_first = norm_first
-        self.self_attn = MultiHeadAttention(d_model, n_heads, dropout=dropout, bias=bias)
-        self.multihead_attn = MultiHeadAttention(d_model, n_heads, dropout=dropout, bias=bias)
+        self.self_attn = MultiHeadAttention(
+            d_model, n_heads, dropout=dropout, bias=bias
+        )
+        self.multihead_attn = MultiHeadAttention(
+            d_model, n_heads, dropout=dropout, bias=bias
+        )
         self.ffn = PositionwiseFeedForward(d_model, d_ff, dropout, activation, bias)
         self.norm1 = nn.LayerNorm(d_model, eps=layer_norm_eps)
         self.norm2 = nn.LayerNorm(d_model, eps=layer_norm_eps)
@@ -363,10 +385,12 @@ class DecoderLayer(nn.Module):
         )
 
     def copy_from_torch(self, layer: nn.TransformerDecoderLayer) -> DecoderLayer:
-        """Copy the weights of a ``torch.nn.TransformerDecoderLayer`` of the same shape."""
+        """Copy the weights of a ``torch.nn.TransformerDecoderLayer`` of the same
+        shape."""
         if layer.norm_first != self.norm_first:
             raise ValueError(
-                f"norm_first differs: torch layer {layer.norm_first}, this one {self.norm_first}"
+                f"norm_first differs: torch layer {layer.norm_first}, this one "
+                f"{self.norm_first}"
             )
         self.self_attn.copy_from_torch(layer.self_attn)
         self.multihead_attn.copy_from_torch(layer.multihead_attn)
@@ -398,8 +422,8 @@ class DecoderLayer(nn.Module):
             positional: positional scheme applied in the *self*-attention only.
             q_pos: positions (T,) of the queries (defaults continue from the cache).
             cache: ``(self_cache, cross_cache)`` for incremental decoding.
-            need_weights: also return ``(self_weights, cross_weights)``, each (B, H, T, T)
-                and (B, H, T, S).
+            need_weights: also return ``(self_weights, cross_weights)``, each (B, H, T,
+                T) and (B, H, T, S).
 
         Returns:
             The output (B, T, C), or ``(output, (self_weights, cross_weights))``.
@@ -410,7 +434,8 @@ class DecoderLayer(nn.Module):
         _check_like(memory, self.norm1.weight, "memory")
         if x.shape[0] != memory.shape[0]:
             raise ValueError(
-                f"x has batch size {x.shape[0]} but memory has batch size {memory.shape[0]}"
+                f"x has batch size {x.shape[0]} but memory has batch size "
+                f"{memory.shape[0]}"
             )
         self_cache, cross_cache = cache if cache is not None else (None, None)
 

@@ -82,7 +82,7 @@ def linformer_attention(
             raise ValueError(
                 f"{name} must have shape (K, S_max) with S_max >= {S} keys, "
                 f"got {tuple(p.shape)}"
-            )  # fmt: skip
+            )
     km = key_mask_of(key_mask, q.shape[0], S)
     if km is not None:
         keep = km[:, None, :, None].to(k.dtype)  # (B, 1, S, 1)
@@ -100,7 +100,7 @@ def elu_feature_map(x: Tensor) -> Tensor:
 
 def _linear_core(
     fq: Tensor, fk: Tensor, v: Tensor, causal: bool, chunk: int, eps: float
-) -> Tensor:  # fmt: skip
+) -> Tensor:
     """sum_s (fq_t . fk_s) v_s / sum_s (fq_t . fk_s), over s <= t when causal."""
     if not causal:
         kv = fk.transpose(-2, -1) @ v  # (B, H, M, Dv): sum_s phi(k_s) v_s^T
@@ -273,7 +273,7 @@ def performer_attention(
         raise ValueError(
             f"features must have shape (M, D={q.shape[-1]}), "
             f"got {tuple(features.shape)}"
-        )  # fmt: skip
+        )
     fq = favor_features(q, features, is_query=True)  # (B, H, T, M)
     fk = favor_features(k, features, is_query=False)  # (B, H, S, M)
     km = key_mask_of(key_mask, q.shape[0], k.shape[2])

@@ -49,13 +49,15 @@ def _rope_base(values: Mapping[str, Any]) -> float:
     kind = rope.get("rope_type", rope.get("type", "default"))
     if kind != "default":
         raise ValueError(
-            f"rope_type {kind!r} (a rescaled RoPE) has no counterpart here; only 'default'"
+            f"rope_type {kind!r} (a rescaled RoPE) has no counterpart here; only "
+            "'default'"
         )
     return float(rope.get("rope_theta", values.get("rope_theta", 10000.0)))
 
 
 def config_from_llama(hf_config: Any, **overrides: Any) -> ModernDecoderConfig:
-    """Our :class:`~transformer.modern.ModernDecoderConfig` for a Llama of the given size.
+    """Our :class:`~transformer.modern.ModernDecoderConfig` for a Llama of the given
+    size.
 
     Args:
         hf_config: a ``transformers.LlamaConfig`` or a dict with its field names
@@ -72,15 +74,24 @@ def config_from_llama(hf_config: Any, **overrides: Any) -> ModernDecoderConfig:
         )
     act = values.get("hidden_act", "silu")
     if act not in ("silu", "gelu"):
-        raise ValueError(f"Llama hidden_act {act!r} has no counterpart here (silu or gelu)")
+        raise ValueError(
+            f"Llama hidden_act {act!r} has no counterpart here (silu or gelu)"
+        )
     bias = bool(values.get("attention_bias", False))
     if bool(values.get("mlp_bias", False)) != bias:
-        raise ValueError("attention_bias and mlp_bias differ; one bias setting is supported")
+        raise ValueError(
+            "attention_bias and mlp_bias differ; one bias setting is supported"
+        )
     vocab = int(values["vocab_size"])
     ids = {}
-    for ours, theirs, default in (("pad_id", "pad_token_id", 0), ("bos_id", "bos_token_id", 1)):
+    for ours, theirs, default in (
+        ("pad_id", "pad_token_id", 0),
+        ("bos_id", "bos_token_id", 1),
+    ):
         value = values.get(theirs)
-        ids[ours] = default if value is None or not 0 <= int(value) < vocab else int(value)
+        ids[ours] = (
+            default if value is None or not 0 <= int(value) < vocab else int(value)
+        )
     eos = values.get("eos_token_id")
     eos = eos[0] if isinstance(eos, list | tuple) else eos  # Llama 3 lists several
     ids["eos_id"] = 2 if eos is None or not 0 <= int(eos) < vocab else int(eos)
@@ -109,10 +120,12 @@ def _halves_to_pairs(w: Tensor, heads: int) -> Tensor:
     """Reorder each head's rows from ``rotate_half``'s layout to neighbouring pairs.
 
     Shape:
-        w: (heads * D, ...) -> (heads * D, ...), rows ``0, D/2, 1, D/2+1, ...`` of each head.
+        w: (heads * D, ...) -> (heads * D, ...), rows ``0, D/2, 1, D/2+1, ...`` of each
+            head.
     """
     rest = w.shape[1:]
-    halves = w.reshape(heads, 2, w.shape[0] // heads // 2, *rest)  # (heads, 2, D/2, ...)
+    # (heads, 2, D/2, ...)
+    halves = w.reshape(heads, 2, w.shape[0] // heads // 2, *rest)
     return halves.transpose(1, 2).reshape(w.shape)  # (heads * D, ...)
 
 
@@ -120,14 +133,16 @@ def _check_llama_style(model: DecoderOnlyTransformer) -> ModernDecoderConfig:
     c = model.config
     if not (
         isinstance(c, ModernDecoderConfig)
-        and (c.norm, c.ffn, c.positional, c.norm_first) == ("rms", "swiglu", "rope", True)
+        and (c.norm, c.ffn, c.positional, c.norm_first)
+        == ("rms", "swiglu", "rope", True)
         and c.use_final_norm
         and not c.output_bias
         and not c.scale_embeddings
     ):
         raise ValueError(
-            "this model is not Llama-shaped (RMSNorm, SwiGLU, RoPE, pre-norm, final norm, "
-            "no output bias); build it with DecoderOnlyTransformer(config_from_llama(...))"
+            "this model is not Llama-shaped (RMSNorm, SwiGLU, RoPE, pre-norm, final "
+            "norm, no output bias); build it with "
+            "DecoderOnlyTransformer(config_from_llama(...))"
         )
     return c
 
@@ -162,7 +177,9 @@ def load_llama_state_dict(
                 f"{key}: Llama has shape {tuple(source.shape)}, this model "
                 f"{tuple(target.shape)}; build it with config_from_llama(...)"
             )
-        target.copy_(_halves_to_pairs(source, permute_heads) if permute_heads else source)
+        target.copy_(
+            _halves_to_pairs(source, permute_heads) if permute_heads else source
+        )
 
     put(model.embedding.weight, "embed_tokens.weight")
     for i, layer in enumerate(cast("Iterable[EncoderLayer]", model.layers)):
@@ -178,7 +195,11 @@ def load_llama_state_dict(
             put(lin.weight, f"{p}self_attn.{name}.weight", heads)
             if c.bias:
                 put(lin.bias, f"{p}self_attn.{name}.bias", heads)
-        for lin, name in ((ffn.linear1, "gate"), (ffn.linear_up, "up"), (ffn.linear2, "down")):
+        for lin, name in (
+            (ffn.linear1, "gate"),
+            (ffn.linear_up, "up"),
+            (ffn.linear2, "down"),
+        ):
             put(lin.weight, f"{p}mlp.{name}_proj.weight")
             if c.bias:
                 put(lin.bias, f"{p}mlp.{name}_proj.bias")
@@ -189,7 +210,9 @@ def load_llama_state_dict(
     if not c.tie_output:
         put(model.output.weight, "lm_head.weight")
     used.add("lm_head.weight")  # a tied checkpoint may still hold a copy
-    extra = [k for k in state if k not in used and not k.endswith("rotary_emb.inv_freq")]
+    extra = [
+        k for k in state if k not in used and not k.endswith("rotary_emb.inv_freq")
+    ]
     if extra:
         raise ValueError(
             f"unexpected Llama weights {extra[:5]}{' ...' if len(extra) > 5 else ''}: "

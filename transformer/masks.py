@@ -17,7 +17,9 @@ from torch import Tensor
 __all__ = ["causal_mask", "combine_masks", "padding_mask", "decoder_self_mask"]
 
 
-def causal_mask(T: int, S: int | None = None, device: torch.device | str | None = None) -> Tensor:
+def causal_mask(
+    T: int, S: int | None = None, device: torch.device | str | None = None
+) -> Tensor:
     """Unidirectional mask: query t may attend to key s only if s is not in its future.
 
     With ``S > T`` (queries that continue after S - T cached keys) the mask is
@@ -40,7 +42,8 @@ def causal_mask(T: int, S: int | None = None, device: torch.device | str | None 
             "a causal mask needs at least as many keys as queries, "
             f"got T={T} queries and S={S} keys"
         )
-    return torch.ones(T, S, dtype=torch.bool, device=device).tril(diagonal=S - T)  # (T, S)
+    # (T, S)
+    return torch.ones(T, S, dtype=torch.bool, device=device).tril(diagonal=S - T)
 
 
 def padding_mask(ids: Tensor, pad_id: int) -> Tensor:
@@ -51,7 +54,8 @@ def padding_mask(ids: Tensor, pad_id: int) -> Tensor:
         pad_id: the padding id (``vocab.pad_id``).
 
     Shape:
-        ids (B, S) long -> output (B, 1, 1, S) bool, broadcasting over heads and queries.
+        ids (B, S) long -> output (B, 1, 1, S) bool, broadcasting over heads and
+        queries.
     """
     if not isinstance(ids, Tensor) or ids.dim() != 2:
         shape = tuple(ids.shape) if isinstance(ids, Tensor) else type(ids).__name__
@@ -96,6 +100,8 @@ def decoder_self_mask(tgt_ids: Tensor, pad_id: int) -> Tensor:
         tgt_ids (B, T) long -> output (B, 1, T, T) bool.
     """
     T = tgt_ids.shape[-1]
-    mask = combine_masks(padding_mask(tgt_ids, pad_id), causal_mask(T, device=tgt_ids.device))
+    mask = combine_masks(
+        padding_mask(tgt_ids, pad_id), causal_mask(T, device=tgt_ids.device)
+    )
     assert mask is not None
     return mask  # (B, 1, T, T)

@@ -89,7 +89,7 @@ def mask_tokens(
     u = torch.rand(ids.shape, generator=generator, device=device)  # which of 80/10/10
     random_ids = torch.randint(
         n_ordinary, ids.shape, generator=generator, device=device
-    )  # fmt: skip
+    )
     inputs = torch.where(chosen & (u < 0.8), torch.full_like(ids, mask_id), ids)
     inputs = torch.where(chosen & (u >= 0.8) & (u < 0.9), random_ids, inputs)
     labels = torch.where(chosen, ids, torch.full_like(ids, ignore_id))
@@ -123,7 +123,7 @@ class EncoderTokenizer:
         if max_len < 3:
             raise ValueError(
                 f"max_len must leave room for [CLS], a token and [SEP], got {max_len}"
-            )  # fmt: skip
+            )
         return [self.cls_id, *self.bpe.encode(text)[: max_len - 2], self.sep_id]
 
     def pad(self, rows: Sequence[Sequence[int]]) -> tuple[Tensor, Tensor]:

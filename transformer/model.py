@@ -2,9 +2,10 @@
 
 From input to output::
 
-    src ids -> embedding * sqrt(C) -> + position -> dropout -> N x EncoderLayer -> memory
-    tgt ids -> embedding * sqrt(C) -> + position -> dropout -> N x DecoderLayer(memory)
-            -> linear to V -> softmax (inside the loss)
+    src ids -> embedding * sqrt(C) -> + position -> dropout
+            -> N x EncoderLayer -> memory
+    tgt ids -> embedding * sqrt(C) -> + position -> dropout
+            -> N x DecoderLayer(memory) -> linear to V -> softmax (inside the loss)
 
 The model follows the sequence-to-sequence protocol shared by every chapter:
 ``forward(src, tgt_in)`` for teacher forcing, ``start(src)`` / ``step(prev, state)``
@@ -59,8 +60,12 @@ class Encoder(nn.Module):
         self.positional = positional
         self._use_hooks = has_attention_hooks(positional)
         self.dropout = nn.Dropout(c.dropout)
-        self.layers = nn.ModuleList(EncoderLayer.from_config(c) for _ in range(c.n_encoder_layers))
-        self.norm = nn.LayerNorm(c.d_model, eps=c.layer_norm_eps) if c.use_final_norm else None
+        self.layers = nn.ModuleList(
+            EncoderLayer.from_config(c) for _ in range(c.n_encoder_layers)
+        )
+        self.norm = (
+            nn.LayerNorm(c.d_model, eps=c.layer_norm_eps) if c.use_final_norm else None
+        )
 
     def forward(
         self, src: Tensor, src_mask: Tensor | None, *, need_weights: bool = False
@@ -79,15 +84,17 @@ class Encoder(nn.Module):
                 )
                 weights.append(w)
             else:
-                x = layer(x, src_mask, positional=self.positional if self._use_hooks else None)
+                x = layer(
+                    x, src_mask, positional=self.positional if self._use_hooks else None
+                )
         if self.norm is not None:
             x = self.norm(x)
         return (x, weights) if need_weights else x
 
 
 class Decoder(nn.Module):
-    """Embedding, positions, a stack of :class:`~transformer.layers.DecoderLayer` and the
-    output projection.
+    """Embedding, positions, a stack of :class:`~transformer.layers.DecoderLayer` and
+    the output projection.
 
     Shape:
         tgt: (B, T) long, memory: (B, S, C) -> logits (B, T, V)
@@ -105,8 +112,12 @@ class Decoder(nn.Module):
         self.positional = positional
         self._use_hooks = has_attention_hooks(positional)
         self.dropout = nn.Dropout(c.dropout)
-        self.layers = nn.ModuleList(DecoderLayer.from_config(c) for _ in range(c.n_decoder_layers))
-        self.norm = nn.LayerNorm(c.d_model, eps=c.layer_norm_eps) if c.use_final_norm else None
+        self.layers = nn.ModuleList(
+            DecoderLayer.from_config(c) for _ in range(c.n_decoder_layers)
+        )
+        self.norm = (
+            nn.LayerNorm(c.d_model, eps=c.layer_norm_eps) if c.use_final_norm else None
+        )
         self.output = nn.Linear(c.d_model, c.tgt_vocab_size, bias=c.bias)
         if c.tie_output:
             # Press & Wolf (2017): the matrix that maps a token to a vector also scores
@@ -128,8 +139,10 @@ class Decoder(nn.Module):
         caches: list[tuple[KVCache, KVCache]] | None = None,
         need_weights: bool = False,
     ) -> Tensor | tuple[Tensor, list[tuple[Tensor, Tensor]]]:
-        """Decode ``tgt`` (B, T) against ``memory`` (B, S, C); returns logits (B, T, V)."""
-        positions = torch.arange(start_pos, start_pos + tgt.shape[1], device=tgt.device)  # (T,)
+        """Decode ``tgt`` (B, T) against ``memory`` (B, S, C); returns logits (B, T,
+        V)."""
+        # (T,)
+        positions = torch.arange(start_pos, start_pos + tgt.shape[1], device=tgt.device)
         x = self.embedding(tgt)  # (B, T, C)
         x = self.dropout(self.positional.embed_range(x, start_pos))
         weights: list[tuple[Tensor, Tensor]] = []
@@ -196,13 +209,17 @@ class Transformer(nn.Module):
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
         if not isinstance(config, TransformerConfig):
-            raise TypeError(f"config must be a TransformerConfig, got {type(config).__name__}")
+            raise TypeError(
+                f"config must be a TransformerConfig, got {type(config).__name__}"
+            )
         c = config
         self.config = c
         self.pad_id, self.bos_id, self.eos_id = c.pad_id, c.bos_id, c.eos_id
         src_emb = TokenEmbedding(c.src_vocab_size, c.d_model, c.pad_id)
         tgt_emb = (
-            src_emb if c.share_embeddings else TokenEmbedding(c.tgt_vocab_size, c.d_model, c.pad_id)
+            src_emb
+            if c.share_embeddings
+            else TokenEmbedding(c.tgt_vocab_size, c.d_model, c.pad_id)
         )
         # One positional module shared by both stacks: a learned table or a relative
         # bias is then learned once, as position means the same thing on both sides.
@@ -217,19 +234,22 @@ class Transformer(nn.Module):
 
     def tgt_mask(self, tgt_in: Tensor) -> Tensor:
         """Causal & padding mask of the decoder input: (B, T) -> (B, 1, T, T)."""
-        # Padding sits after the real tokens, so every row still sees its bos: no empty row.
+        # Padding sits after the real tokens, so every row still sees its bos: no empty
+        # row.
         return decoder_self_mask(tgt_in, self.pad_id)  # (B, 1, T, T)
 
     # ---------------------------------------------------------------- forward
     def encode(self, src: Tensor) -> tuple[Tensor, Tensor | None]:
-        """Run the encoder: returns ``(memory (B, S, C), src_mask (B, 1, 1, S) or None)``.
+        """Run the encoder: returns ``(memory (B, S, C), src_mask (B, 1, 1, S) or
+        None)``.
 
         The mask is ``None`` when no source position is padding (nothing to hide).
         """
         check_ids(src, "src", self.config.src_vocab_size, self.device)
         self._check_length(src.shape[1], "src")
         mask = self.src_mask(src)
-        if bool(mask.all()):  # no padding: skip the masking work in every attention call
+        # no padding: skip the masking work in every attention call
+        if bool(mask.all()):
             return self.encoder(src, None), None
         return self.encoder(src, mask), mask
 
@@ -246,7 +266,8 @@ class Transformer(nn.Module):
         check_ids(tgt_in, "tgt_in", self.config.tgt_vocab_size, self.device)
         if src.dim() == 2 and tgt_in.shape[0] != src.shape[0]:
             raise ValueError(
-                f"src has batch size {src.shape[0]} but tgt_in has batch size {tgt_in.shape[0]}"
+                f"src has batch size {src.shape[0]} but tgt_in has batch size "
+                f"{tgt_in.shape[0]}"
             )
         self._check_length(tgt_in.shape[1], "tgt_in")
         memory, src_mask = self.encode(src)
@@ -306,7 +327,9 @@ class Transformer(nn.Module):
         tokens = torch.empty(src.shape[0], 0, dtype=torch.long, device=src.device)
         return DecoderState(memory, mask, caches, tokens)
 
-    def step(self, prev_tokens: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
+    def step(
+        self, prev_tokens: Tensor, state: DecoderState
+    ) -> tuple[Tensor, DecoderState]:
         """Feed one token per row and return the logits of the next one.
 
         A fed ``<pad>`` (a row that has finished) is hidden from later positions, as
@@ -342,13 +365,21 @@ class Transformer(nn.Module):
     def _check_step(self, prev_tokens: Tensor, state: DecoderState) -> Tensor:
         """Check a step's input; return every fed token so far (B, t+1)."""
         if not isinstance(state, DecoderState):
-            raise TypeError(f"state must come from Transformer.start, got {type(state).__name__}")
+            raise TypeError(
+                f"state must come from Transformer.start, got {type(state).__name__}"
+            )
         B = state.memory.shape[0]
         if not isinstance(prev_tokens, Tensor) or prev_tokens.shape != (B,):
-            got = tuple(prev_tokens.shape) if isinstance(prev_tokens, Tensor) else prev_tokens
+            got = (
+                tuple(prev_tokens.shape)
+                if isinstance(prev_tokens, Tensor)
+                else prev_tokens
+            )
             raise ValueError(f"prev_tokens must have shape ({B},), got {got}")
         if prev_tokens.dtype != torch.long:
-            raise TypeError(f"prev_tokens must be torch.long ids, got {prev_tokens.dtype}")
+            raise TypeError(
+                f"prev_tokens must be torch.long ids, got {prev_tokens.dtype}"
+            )
         self._check_length(state.length + 1, "the generated sequence")
         return torch.cat([state.tokens, prev_tokens[:, None]], dim=1)  # (B, t+1)
 
@@ -377,13 +408,17 @@ class Transformer(nn.Module):
 
     @torch.no_grad()
     def copy_from_torch(self, torch_model: nn.Transformer) -> Transformer:
-        """Copy the layers and final norms of a ``torch.nn.Transformer`` of the same shape.
+        """Copy the layers and final norms of a ``torch.nn.Transformer`` of the same
+        shape.
 
         ``nn.Transformer`` has no embeddings or output layer, so those stay as they are;
-        it always ends each stack with a LayerNorm, so this model needs ``final_norm=True``.
+        it always ends each stack with a LayerNorm, so this model needs
+        ``final_norm=True``.
         """
         if self.encoder.norm is None or self.decoder.norm is None:
-            raise ValueError("nn.Transformer has final LayerNorms: build with final_norm=True")
+            raise ValueError(
+                "nn.Transformer has final LayerNorms: build with final_norm=True"
+            )
         enc, dec = torch_model.encoder, torch_model.decoder
         if len(enc.layers) != len(self.encoder.layers) or len(dec.layers) != len(
             self.decoder.layers
@@ -393,10 +428,17 @@ class Transformer(nn.Module):
                 f"ours {len(self.encoder.layers)}+{len(self.decoder.layers)}"
             )
         for mine, theirs in zip(self.encoder.layers, enc.layers):
-            cast(EncoderLayer, mine).copy_from_torch(cast(nn.TransformerEncoderLayer, theirs))
+            cast(EncoderLayer, mine).copy_from_torch(
+                cast(nn.TransformerEncoderLayer, theirs)
+            )
         for mine, theirs in zip(self.decoder.layers, dec.layers):
-            cast(DecoderLayer, mine).copy_from_torch(cast(nn.TransformerDecoderLayer, theirs))
-        for mine, theirs in ((self.encoder.norm, enc.norm), (self.decoder.norm, dec.norm)):
+            cast(DecoderLayer, mine).copy_from_torch(
+                cast(nn.TransformerDecoderLayer, theirs)
+            )
+        for mine, theirs in (
+            (self.encoder.norm, enc.norm),
+            (self.decoder.norm, dec.norm),
+        ):
             mine.weight.copy_(theirs.weight)
             mine.bias.copy_(theirs.bias)
         return self
@@ -411,9 +453,9 @@ class Transformer(nn.Module):
         limit = getattr(self.encoder.positional, "max_len", None)
         if limit is not None and length > limit:
             raise ValueError(
-                f"{name} has length {length} but the {self.config.positional!r} positional "
-                f"scheme supports at most {limit} positions; build the model with a larger "
-                "max_len or a scheme without a table"
+                f"{name} has length {length} but the {self.config.positional!r} "
+                f"positional scheme supports at most {limit} positions; build the "
+                "model with a larger max_len or a scheme without a table"
             )
 
     def num_parameters(self, trainable_only: bool = True) -> int:

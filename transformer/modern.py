@@ -77,7 +77,8 @@ class RMSNorm(nn.LayerNorm):
 
     def forward(self, x: Tensor) -> Tensor:
         h = x.float()
-        inv_rms = torch.rsqrt(h.pow(2).mean(dim=-1, keepdim=True) + self.eps)  # (..., 1)
+        # (..., 1)
+        inv_rms = torch.rsqrt(h.pow(2).mean(dim=-1, keepdim=True) + self.eps)
         return self.weight * (h * inv_rms).to(x.dtype)  # (..., C)
 
 
@@ -119,18 +120,26 @@ class SwiGLUFeedForward(PositionwiseFeedForward):
 
 
 def _check_kv_heads(n_heads: int, n_kv_heads: Any, where: str) -> None:
-    if isinstance(n_kv_heads, bool) or not isinstance(n_kv_heads, int) or n_kv_heads <= 0:
-        raise ValueError(f"{where}n_kv_heads must be a positive int, got {n_kv_heads!r}")
+    if (
+        isinstance(n_kv_heads, bool)
+        or not isinstance(n_kv_heads, int)
+        or n_kv_heads <= 0
+    ):
+        raise ValueError(
+            f"{where}n_kv_heads must be a positive int, got {n_kv_heads!r}"
+        )
     if n_heads % n_kv_heads != 0:
         fits = [g for g in range(1, n_heads + 1) if n_heads % g == 0]
         raise ValueError(
-            f"{where}n_heads ({n_heads}) must be divisible by n_kv_heads ({n_kv_heads}): "
-            f"each key/value head serves a whole group of query heads; try one of {fits}"
+            f"{where}n_heads ({n_heads}) must be divisible by n_kv_heads "
+            f"({n_kv_heads}): each key/value head serves a whole group of query heads; "
+            f"try one of {fits}"
         )
 
 
 class GroupedQueryAttention(MultiHeadAttention):
-    """Multi-head attention whose H query heads share G key/value heads (Ainslie et al., 2023).
+    """Multi-head attention whose H query heads share G key/value heads (Ainslie et al.,
+    2023).
 
     The keys and values are projected to ``G * D`` features only, G heads. Query
     head h reads key/value head ``h // (H / G)``: consecutive query heads form a
@@ -174,7 +183,8 @@ class GroupedQueryAttention(MultiHeadAttention):
         return self.n_heads // self.n_kv_heads
 
     def _heads_of_queries(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """Repeat each of the G key/value heads for the H / G query heads of its group."""
+        """Repeat each of the G key/value heads for the H / G query heads of its
+        group."""
         if self.group_size == 1:
             return k, v
         k = k.repeat_interleave(self.group_size, dim=1)  # (B, G, S, D) -> (B, H, S, D)
@@ -239,7 +249,11 @@ class ModernDecoderConfig(DecoderOnlyConfig):
     def make_attention(self) -> MultiHeadAttention:
         """Grouped-query attention with ``kv_heads`` key/value heads."""
         return GroupedQueryAttention(
-            self.d_model, self.n_heads, self.kv_heads, dropout=self.dropout, bias=self.bias
+            self.d_model,
+            self.n_heads,
+            self.kv_heads,
+            dropout=self.dropout,
+            bias=self.bias,
         )
 
     def make_ffn(self) -> PositionwiseFeedForward:
@@ -252,7 +266,8 @@ class ModernDecoderConfig(DecoderOnlyConfig):
 
 
 class ModernDecoder(DecoderOnlyTransformer):
-    """:class:`~transformer.gpt.DecoderOnlyTransformer` built from a :class:`ModernDecoderConfig`.
+    """:class:`~transformer.gpt.DecoderOnlyTransformer` built from a
+    :class:`ModernDecoderConfig`.
 
     The same model; the class only tells :func:`~transformer.checkpoint.load_checkpoint`
     which config its file holds.
@@ -265,12 +280,15 @@ class ModernDecoder(DecoderOnlyTransformer):
 
     def __init__(self, config: ModernDecoderConfig) -> None:
         if not isinstance(config, ModernDecoderConfig):
-            raise TypeError(f"config must be a ModernDecoderConfig, got {type(config).__name__}")
+            raise TypeError(
+                f"config must be a ModernDecoderConfig, got {type(config).__name__}"
+            )
         super().__init__(config)
 
 
 def kv_cache_bytes(caches: list[KVCache]) -> int:
-    """Bytes of the keys and values held by ``caches`` (the filled part, not the capacity).
+    """Bytes of the keys and values held by ``caches`` (the filled part, not the
+    capacity).
 
     Shape:
         each cache's k, v: (B, G, S, D) -> B * G * S * D * 2 * bytes per element.

@@ -1,8 +1,7 @@
 """Scaled dot-product and multi-head attention (chapter 6).
 
-:func:`~transformer.attention.scaled_dot_product_attention` is the equation of Vaswani et
-al. (2017),
-written out in plain operations so that its weights can be plotted;
+:func:`~transformer.attention.scaled_dot_product_attention` is the equation of Vaswani
+et al. (2017), written out in plain operations so that its weights can be plotted;
 :func:`fused_attention` is PyTorch's fused kernel, made safe for rows that may
 attend to nothing. :class:`MultiHeadAttention` projects queries, keys and values,
 splits them into H heads, attends in each and mixes the heads back together. It
@@ -70,7 +69,9 @@ def fused_attention(
 class PositionalHooks(Protocol):
     """What :class:`MultiHeadAttention` needs from a positional scheme (chapter 7)."""
 
-    def rotate(self, q: Tensor, k: Tensor, q_pos: Tensor, k_pos: Tensor) -> tuple[Tensor, Tensor]:
+    def rotate(
+        self, q: Tensor, k: Tensor, q_pos: Tensor, k_pos: Tensor
+    ) -> tuple[Tensor, Tensor]:
         """Return rotated (q, k), shapes (B, H, T, D) and (B, H, S, D)."""
         ...
 
@@ -121,13 +122,14 @@ class MultiHeadAttention(nn.Module):
         dropout: dropout on the attention weights during training.
         bias: whether the four projections have biases.
         kdim, vdim: features of keys and values when they differ from ``d_model``.
-        fused: use :func:`torch.nn.functional.scaled_dot_product_attention` (fast) unless
-            the weights are requested, in which case the explicit path runs.
+        fused: use :func:`torch.nn.functional.scaled_dot_product_attention` (fast)
+            unless the weights are requested, in which case the explicit path runs.
 
     Shape:
         forward: query (B, T, C), key (B, S, kdim), value (B, S, vdim), mask bool
         broadcastable to (B, H, T, S) (a 3-D mask is read as (B, T, S)) ->
-        output (B, T, C), weights (B, T, S) averaged over heads or (B, H, T, S), or None.
+        output (B, T, C), weights (B, T, S) averaged over heads or (B, H, T, S), or
+        None.
     """
 
     def __init__(
@@ -142,7 +144,9 @@ class MultiHeadAttention(nn.Module):
     ) -> None:
         super().__init__()
         if d_model <= 0 or n_heads <= 0:
-            raise ValueError(f"d_model and n_heads must be positive, got {d_model}, {n_heads}")
+            raise ValueError(
+                f"d_model and n_heads must be positive, got {d_model}, {n_heads}"
+            )
         if d_model % n_heads != 0:
             raise ValueError(
                 f"d_model={d_model} is not divisible by n_heads={n_heads}; "
@@ -179,8 +183,8 @@ class MultiHeadAttention(nn.Module):
 
     def extra_repr(self) -> str:
         return (
-            f"d_model={self.d_model}, n_heads={self.n_heads}, head_dim={self.head_dim}, "
-            f"dropout={self.dropout}, fused={self.fused}"
+            f"d_model={self.d_model}, n_heads={self.n_heads}, "
+            f"head_dim={self.head_dim}, dropout={self.dropout}, fused={self.fused}"
         )
 
     # -- helpers -----------------------------------------------------------
@@ -190,19 +194,30 @@ class MultiHeadAttention(nn.Module):
         # -1: H heads for queries, fewer for shared keys/values (chapter 11's GQA)
         return x.view(B, L, -1, self.head_dim).transpose(1, 2)  # (B, H, L, D)
 
-    def _check_inputs(self, query: Tensor, key: Tensor | None, value: Tensor | None) -> None:
+    def _check_inputs(
+        self, query: Tensor, key: Tensor | None, value: Tensor | None
+    ) -> None:
         if not isinstance(query, Tensor) or query.dim() != 3:
-            shape = tuple(query.shape) if isinstance(query, Tensor) else type(query).__name__
-            raise ValueError(f"query must have shape (B, T, C={self.d_model}), got {shape}")
+            shape = (
+                tuple(query.shape)
+                if isinstance(query, Tensor)
+                else type(query).__name__
+            )
+            raise ValueError(
+                f"query must have shape (B, T, C={self.d_model}), got {shape}"
+            )
         if query.shape[-1] != self.d_model:
             raise ValueError(
-                f"query has {query.shape[-1]} features but the layer expects {self.d_model}"
+                f"query has {query.shape[-1]} features but the layer expects "
+                f"{self.d_model}"
             )
         for name, t, size in (("key", key, self.kdim), ("value", value, self.vdim)):
             if t is None:
                 continue
             if t.dim() != 3:
-                raise ValueError(f"{name} must have shape (B, S, {size}), got {tuple(t.shape)}")
+                raise ValueError(
+                    f"{name} must have shape (B, S, {size}), got {tuple(t.shape)}"
+                )
             if t.shape[-1] != size:
                 raise ValueError(
                     f"{name} has {t.shape[-1]} features but the layer expects {size} "
@@ -218,7 +233,9 @@ class MultiHeadAttention(nn.Module):
                 "there must be one value per key"
             )
 
-    def _prepare_mask(self, mask: Tensor | None, B: int, T: int, S: int) -> Tensor | None:
+    def _prepare_mask(
+        self, mask: Tensor | None, B: int, T: int, S: int
+    ) -> Tensor | None:
         if mask is None:
             return None
         if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
@@ -230,8 +247,9 @@ class MultiHeadAttention(nn.Module):
         if mask.dim() == 2 and tuple(mask.shape) == (B, S) and B != T:
             raise ValueError(
                 f"a 2-D mask is read as (queries, keys) = ({T}, {S}), but this one is "
-                f"{tuple(mask.shape)}: it looks like a (batch, keys) padding mask; pass "
-                "mask[:, None, None, :] or transformer.masks.padding_mask(ids, pad_id)"
+                f"{tuple(mask.shape)}: it looks like a (batch, keys) padding mask; "
+                "pass mask[:, None, None, :] or transformer.masks.padding_mask(ids, "
+                "pad_id)"
             )
         if mask.dim() == 3:  # (B, T, S): one mask per sequence, shared by the heads
             mask = mask.unsqueeze(1)  # (B, 1, T, S)
@@ -267,9 +285,9 @@ class MultiHeadAttention(nn.Module):
             positional: a scheme with ``rotate`` and ``score_bias`` hooks (chapter 7).
             q_pos, k_pos: (T,), (S,) long positions; default ``arange``, continuing
                 after the cached positions when a growing cache is used.
-            cache: a key/value cache (chapter 9, :class:`~transformer.kv_cache.KVCache`):
-                new keys/values are appended (growing) or the memory is projected once
-                (static).
+            cache: a key/value cache (chapter 9,
+                :class:`~transformer.kv_cache.KVCache`): new keys/values are appended
+                (growing) or the memory is projected once (static).
             need_weights: also return the attention weights (runs the explicit path).
             average_weights: average the weights over heads (B, T, S) or keep
                 (B, H, T, S).
@@ -299,7 +317,8 @@ class MultiHeadAttention(nn.Module):
             if k_pos is None:
                 k_pos = torch.arange(S, device=query.device)  # (S,)
             assert q_pos is not None  # _rotate gave the query positions
-            bias = positional.score_bias(q, q_pos, k_pos)  # broadcastable to (B, H, T, S)
+            # broadcastable to (B, H, T, S)
+            bias = positional.score_bias(q, q_pos, k_pos)
         mask = self._prepare_mask(mask, B, T, S)
         p = self.dropout if self.training else 0.0
         # Shaw et al. (2018) also add relative vectors to the values; that term needs
@@ -318,7 +337,9 @@ class MultiHeadAttention(nn.Module):
         elif fused:
             out = fused_attention(q, k, v, mask, bias, p)  # (B, H, T, D)
         else:
-            out, weights = self._explicit(q, k, v, mask, bias, p, value_term, q_pos, k_pos)
+            out, weights = self._explicit(
+                q, k, v, mask, bias, p, value_term, q_pos, k_pos
+            )
             if average_weights:
                 weights = weights.mean(dim=1)  # (B, T, S)
         out = out.transpose(1, 2).reshape(B, T, self.d_model)  # (B, T, C)
@@ -419,14 +440,17 @@ class MultiHeadAttention(nn.Module):
             lin.weight.copy_(w)
         self.out_proj.weight.copy_(mha.out_proj.weight)
         if mha.in_proj_bias is not None:
-            for lin, b in zip((self.q_proj, self.k_proj, self.v_proj), mha.in_proj_bias.chunk(3)):
+            for lin, b in zip(
+                (self.q_proj, self.k_proj, self.v_proj), mha.in_proj_bias.chunk(3)
+            ):
                 lin.bias.copy_(b)
             self.out_proj.bias.copy_(mha.out_proj.bias)
         return self
 
     @torch.no_grad()
     def copy_to_torch(self, mha: nn.MultiheadAttention) -> nn.MultiheadAttention:
-        """Copy these weights into a ``torch.nn.MultiheadAttention`` of the same shape."""
+        """Copy these weights into a ``torch.nn.MultiheadAttention`` of the same
+        shape."""
         if mha.embed_dim != self.d_model or mha.num_heads != self.n_heads:
             raise ValueError(
                 f"shapes differ: torch module has embed_dim={mha.embed_dim}, "

@@ -1,7 +1,8 @@
 """One place for the look of the book's figures.
 
 Notebooks call :func:`use_book_style` once, so every figure has the same size,
-a readable font and a resolution that keeps the notebooks small.
+a readable font and 150 dpi: sharp on a high-density screen, with text that stays
+legible when the book shrinks a figure to its column (at most 9 inches wide).
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ import numpy as np
 from matplotlib.axes import Axes
 
 
-def use_book_style(dpi: int = 90) -> None:
-    """Set matplotlib defaults for the book: modest size and dpi, grid, no clutter."""
+def use_book_style(dpi: int = 150) -> None:
+    """Set matplotlib defaults for the book: 150 dpi, a readable font, grid."""
     mpl.rcParams.update(
         {
             "figure.figsize": (6.4, 3.6),
@@ -57,7 +58,9 @@ def heatmap(
     matrix = np.asarray(matrix)
     if matrix.ndim != 2:
         raise ValueError(f"heatmap needs a 2-D matrix, got shape {matrix.shape}")
-    im = ax.imshow(matrix, cmap=cmap, aspect="auto", vmin=vmin, vmax=vmax, interpolation="nearest")
+    im = ax.imshow(
+        matrix, cmap=cmap, aspect="auto", vmin=vmin, vmax=vmax, interpolation="nearest"
+    )
     ax.grid(False)
     if xlabels is not None:
         ax.set_xticks(range(len(xlabels)), xlabels, fontsize=8)

@@ -35,12 +35,14 @@ __all__ = [
 ]
 
 
-# ---------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 # Input checks shared by the schemes
-# ---------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 
 
-def _check_positions(positions: torch.Tensor | None, length: int | None, name: str) -> torch.Tensor:
+def _check_positions(
+    positions: torch.Tensor | None, length: int | None, name: str
+) -> torch.Tensor:
     """Return ``positions`` as a (length,) long tensor, or ``arange(length)`` when None.
 
     ``length=None`` accepts any 1-D tensor of positions.
@@ -51,14 +53,24 @@ def _check_positions(positions: torch.Tensor | None, length: int | None, name: s
         return torch.arange(length)
     if not isinstance(positions, torch.Tensor):
         raise TypeError(
-            f"{name} must be a torch.Tensor of integer positions, got {type(positions).__name__}"
+            f"{name} must be a torch.Tensor of integer positions, got "
+            f"{type(positions).__name__}"
         )
-    if positions.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
-        raise TypeError(f"{name} must hold integer positions, got dtype {positions.dtype}")
+    if positions.dtype not in (
+        torch.int64,
+        torch.int32,
+        torch.int16,
+        torch.int8,
+        torch.uint8,
+    ):
+        raise TypeError(
+            f"{name} must hold integer positions, got dtype {positions.dtype}"
+        )
     if positions.dim() != 1 or (length is not None and positions.shape[0] != length):
         expected = "(P,)" if length is None else f"({length},)"
         raise ValueError(
-            f"{name} must have shape {expected} to match the sequence, got {tuple(positions.shape)}"
+            f"{name} must have shape {expected} to match the sequence, got "
+            f"{tuple(positions.shape)}"
         )
     return positions.long()
 
@@ -84,11 +96,13 @@ def _per_head_bias_positions(
     q_pos: torch.Tensor | None,
     k_pos: torch.Tensor | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Checks shared by the per-head score biases (T5, ALiBi); returns (q_pos, k_pos)."""
+    """Checks shared by the per-head score biases (T5, ALiBi); returns (q_pos,
+    k_pos)."""
     _check_heads(q)
     if q.shape[1] != n_heads:
         raise ValueError(
-            f"queries have {q.shape[1]} heads but {what} was built for n_heads={n_heads}"
+            f"queries have {q.shape[1]} heads but {what} was built for "
+            f"n_heads={n_heads}"
         )
     q_pos = _check_positions(q_pos, q.shape[2], "q_pos")
     # Without key positions this is self-attention: the keys are the queries' tokens.
@@ -99,7 +113,8 @@ def _per_head_bias_positions(
 def relative_distances(q_pos: torch.Tensor, k_pos: torch.Tensor) -> torch.Tensor:
     """Signed distance from every query to every key, ``k_pos[j] - q_pos[i]``.
 
-    Negative values are keys in the past of the query, positive values keys in its future.
+    Negative values are keys in the past of the query, positive values keys in its
+    future.
 
     Shape:
         q_pos (T,), k_pos (S,) -> (T, S) long.
@@ -107,9 +122,9 @@ def relative_distances(q_pos: torch.Tensor, k_pos: torch.Tensor) -> torch.Tensor
     return k_pos.long()[None, :] - q_pos.long()[:, None]  # (T, S)
 
 
-# ---------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 # The interface
-# ---------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 
 
 class PositionalScheme(nn.Module):
@@ -118,12 +133,13 @@ class PositionalScheme(nn.Module):
     * ``embed(x, positions)`` returns token embeddings with position information added.
     * ``rotate(q, k, q_pos, k_pos)`` returns queries and keys after a position-dependent
       transformation (called by attention after the heads are split).
-    * ``score_bias(q, q_pos, k_pos)`` returns ``None`` or an additive term for the attention
-      scores, broadcastable to (B, H, T, S), in the units of the *scaled* scores
-      ``q.k / sqrt(D)`` (it is added after the scaling, before the mask and the softmax).
+    * ``score_bias(q, q_pos, k_pos)`` returns ``None`` or an additive term for the
+      attention scores, broadcastable to (B, H, T, S), in the units of the *scaled*
+      scores ``q.k / sqrt(D)`` (it is added after the scaling, before the mask and the
+      softmax).
 
-    A subclass overrides the hooks it needs; the others stay the identity, so a model can
-    call all three unconditionally.
+    A subclass overrides the hooks it needs; the others stay the identity, so a model
+    can call all three unconditionally.
 
     Shape:
         x (B, T, C); positions (T,) long; q (B, H, T, D); k (B, H, S, D);
@@ -133,8 +149,11 @@ class PositionalScheme(nn.Module):
     #: Name used by :func:`~transformer.relative.make_positional`.
     name: str = "none"
 
-    def embed(self, x: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
-        """Add absolute position information to embeddings ``x`` (B, T, C). Default: none."""
+    def embed(
+        self, x: torch.Tensor, positions: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Add absolute position information to embeddings ``x`` (B, T, C). Default:
+        none."""
         return x
 
     def embed_range(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
@@ -168,7 +187,9 @@ class PositionalScheme(nn.Module):
         """Additive score term broadcastable to (B, H, T, S), or None. Default: None."""
         return None
 
-    def forward(self, x: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, positions: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Calling a scheme on embeddings is the same as ``embed``."""
         return self.embed(x, positions)
 
@@ -182,9 +203,9 @@ class NoPositionalEncoding(PositionalScheme):
     name = "none"
 
 
-# ---------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 # Absolute encodings, added to the embeddings
-# ---------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 
 
 def sinusoidal_table(
@@ -193,8 +214,8 @@ def sinusoidal_table(
     """The fixed sinusoidal encoding of Vaswani et al. (2017), section 3.5.
 
     ``PE[p, 2i] = sin(p / base^(2i/C))`` and ``PE[p, 2i+1] = cos(p / base^(2i/C))``:
-    each pair of dimensions is a clock turning at its own frequency, fast for small ``i``
-    (fine position), slow for large ``i`` (coarse position).
+    each pair of dimensions is a clock turning at its own frequency, fast for small
+    ``i`` (fine position), slow for large ``i`` (coarse position).
 
     Args:
         n_positions: number of rows (positions ``offset .. offset + n_positions - 1``).
@@ -212,7 +233,8 @@ def sinusoidal_table(
         raise ValueError(f"d_model must be even (sin/cos pairs), got {d_model}")
     # float64 keeps p * frequency exact enough for positions in the tens of thousands.
     positions = torch.arange(offset, offset + n_positions, dtype=torch.float64)  # (P,)
-    freqs = base ** (-torch.arange(0, d_model, 2, dtype=torch.float64) / d_model)  # (C/2,)
+    # (C/2,)
+    freqs = base ** (-torch.arange(0, d_model, 2, dtype=torch.float64) / d_model)
     angles = positions[:, None] * freqs[None, :]  # (P, C/2)
     table = torch.empty(n_positions, d_model, dtype=torch.float64)  # (P, C)
     table[:, 0::2] = torch.sin(angles)
@@ -220,7 +242,9 @@ def sinusoidal_table(
     return table.float()
 
 
-def sinusoidal_shift_matrix(offset: int, d_model: int, base: float = 10000.0) -> torch.Tensor:
+def sinusoidal_shift_matrix(
+    offset: int, d_model: int, base: float = 10000.0
+) -> torch.Tensor:
     """The matrix ``M`` with ``PE[p + offset] = M @ PE[p]`` for every position ``p``.
 
     It is block diagonal: one 2x2 rotation by ``offset * frequency_i`` per (sin, cos)
@@ -233,7 +257,8 @@ def sinusoidal_shift_matrix(offset: int, d_model: int, base: float = 10000.0) ->
     _check_positive_int(d_model, "d_model")
     if d_model % 2:
         raise ValueError(f"d_model must be even (sin/cos pairs), got {d_model}")
-    freqs = base ** (-torch.arange(0, d_model, 2, dtype=torch.float64) / d_model)  # (C/2,)
+    # (C/2,)
+    freqs = base ** (-torch.arange(0, d_model, 2, dtype=torch.float64) / d_model)
     cos, sin = torch.cos(offset * freqs), torch.sin(offset * freqs)  # (C/2,)
     m = torch.zeros(d_model, d_model, dtype=torch.float64)  # (C, C)
     idx = torch.arange(0, d_model, 2)
@@ -264,18 +289,23 @@ class SinusoidalPositionalEncoding(PositionalScheme):
     name = "sinusoidal"
     table: torch.Tensor  # a buffer, registered in __init__
 
-    def __init__(self, d_model: int, base: float = 10000.0, initial_len: int = 512) -> None:
+    def __init__(
+        self, d_model: int, base: float = 10000.0, initial_len: int = 512
+    ) -> None:
         super().__init__()
         _check_positive_int(d_model, "d_model")
         if d_model % 2:
-            raise ValueError(f"d_model must be even for the sinusoidal encoding, got {d_model}")
+            raise ValueError(
+                f"d_model must be even for the sinusoidal encoding, got {d_model}"
+            )
         self.d_model = d_model
         self.base = float(base)
         table = sinusoidal_table(initial_len, d_model, base)  # (initial_len, C)
         self.register_buffer("table", table, persistent=False)
 
     def _grow(self, n_positions: int) -> None:
-        # Double the table so that a stream of slightly longer inputs costs few rebuilds.
+        # Double the table so that a stream of slightly longer inputs costs few
+        # rebuilds.
         new_len = max(n_positions, 2 * self.table.shape[0])
         table = sinusoidal_table(new_len, self.d_model, self.base)
         self.table = table.to(device=self.table.device, dtype=self.table.dtype)
@@ -283,16 +313,21 @@ class SinusoidalPositionalEncoding(PositionalScheme):
     def encodings(self, positions: torch.Tensor) -> torch.Tensor:
         """The encoding vectors of ``positions`` (P,) -> (P, C)."""
         if positions.numel() and int(positions.min()) < 0:
-            raise ValueError(f"positions must be non-negative, got min {int(positions.min())}")
+            raise ValueError(
+                f"positions must be non-negative, got min {int(positions.min())}"
+            )
         needed = int(positions.max()) + 1 if positions.numel() else 0
         if needed > self.table.shape[0]:
             self._grow(needed)
         return self.table[positions.to(self.table.device)]  # (P, C)
 
-    def embed(self, x: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
+    def embed(
+        self, x: torch.Tensor, positions: torch.Tensor | None = None
+    ) -> torch.Tensor:
         if x.dim() != 3 or x.shape[-1] != self.d_model:
             raise ValueError(
-                f"embeddings must have shape (B, T, {self.d_model}), got {tuple(x.shape)}"
+                f"embeddings must have shape (B, T, {self.d_model}), got "
+                f"{tuple(x.shape)}"
             )
         positions = _check_positions(positions, x.shape[1], "positions")
         return x + self.encodings(positions).to(x.dtype)  # (B, T, C)
@@ -312,9 +347,10 @@ class SinusoidalPositionalEncoding(PositionalScheme):
 class LearnedPositionalEmbedding(PositionalScheme):
     """One trainable vector per absolute position, added to the token embeddings.
 
-    Used by Gehring et al. (2017), compared with sinusoids by Vaswani et al. (2017) (same
-    quality), and by BERT and GPT. It cannot encode a position it has no row for: asking
-    for one raises a ValueError instead of an index error deep inside ``nn.Embedding``.
+    Used by Gehring et al. (2017), compared with sinusoids by Vaswani et al. (2017)
+    (same quality), and by BERT and GPT. It cannot encode a position it has no row for:
+    asking for one raises a ValueError instead of an index error deep inside
+    ``nn.Embedding``.
 
     Args:
         max_len: number of positions with a learned vector (0 .. max_len - 1).
@@ -331,12 +367,16 @@ class LearnedPositionalEmbedding(PositionalScheme):
         super().__init__()
         self.max_len = _check_positive_int(max_len, "max_len")
         self.d_model = _check_positive_int(d_model, "d_model")
-        self.weight = nn.Parameter(torch.randn(max_len, d_model) * init_std)  # (max_len, C)
+        # (max_len, C)
+        self.weight = nn.Parameter(torch.randn(max_len, d_model) * init_std)
 
-    def embed(self, x: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
+    def embed(
+        self, x: torch.Tensor, positions: torch.Tensor | None = None
+    ) -> torch.Tensor:
         if x.dim() != 3 or x.shape[-1] != self.d_model:
             raise ValueError(
-                f"embeddings must have shape (B, T, {self.d_model}), got {tuple(x.shape)}"
+                f"embeddings must have shape (B, T, {self.d_model}), got "
+                f"{tuple(x.shape)}"
             )
         positions = _check_positions(positions, x.shape[1], "positions")
         if positions.numel():
@@ -346,12 +386,13 @@ class LearnedPositionalEmbedding(PositionalScheme):
             if hi >= self.max_len:
                 raise ValueError(
                     f"position {hi} is beyond the learned table: this embedding has "
-                    f"max_len={self.max_len} rows (positions 0..{self.max_len - 1}). "
-                    "A learned absolute embedding cannot encode unseen positions; use a "
-                    "shorter input or a scheme that extrapolates (sinusoidal, relative, "
-                    "rope, t5, alibi)."
+                    f"max_len={self.max_len} rows (positions 0..{self.max_len - 1}). A "
+                    "learned absolute embedding cannot encode unseen positions; use a "
+                    "shorter input or a scheme that extrapolates (sinusoidal, "
+                    "relative, rope, t5, alibi)."
                 )
-        return x + self.weight[positions.to(self.weight.device)].to(x.dtype)  # (B, T, C)
+        # (B, T, C)
+        return x + self.weight[positions.to(self.weight.device)].to(x.dtype)
 
     def embed_range(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
         bad_shape = x.dim() != 3 or x.shape[-1] != self.d_model

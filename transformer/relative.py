@@ -1,4 +1,5 @@
-"""Relative positions: Shaw et al.'s vectors, rotary embeddings, T5 buckets, ALiBi (chapter 7).
+"""Relative positions: Shaw et al.'s vectors, rotary embeddings, T5 buckets, ALiBi
+(chapter 7).
 
 Absolute schemes (:mod:`transformer.positional`) tell each token where it is; these
 schemes tell attention how far apart two tokens are, inside the attention layer:
@@ -25,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from transformer.alibi import ALiBi, alibi_slopes
 from transformer.positional import (
     LearnedPositionalEmbedding,
     NoPositionalEncoding,
@@ -50,20 +52,21 @@ __all__ = [
 ]
 
 
-# ---------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 # Relative position representations (Shaw et al., 2018)
-# ---------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 
 
 class RelativePositionRepresentations(PositionalScheme):
-    """Learned vectors for clipped relative distances (Shaw, Uszkoreit and Vaswani, 2018).
+    """Learned vectors for clipped relative distances (Shaw, Uszkoreit and Vaswani,
+    2018).
 
     The key term changes the score of query ``i`` against key ``j`` to
     ``q_i . (k_j + a^K_{clip(j - i)}) / sqrt(D)``; the extra part
     ``q_i . a^K_{clip(j-i)} / sqrt(D)`` is returned by ``score_bias``, so it depends on
-    the query's content as well as on the distance. Distances beyond ``max_distance`` share
-    the vector of ``+-max_distance``, which is what lets the scheme run at any length.
-    As in the paper, the vectors are shared across heads.
+    the query's content as well as on the distance. Distances beyond ``max_distance``
+    share the vector of ``+-max_distance``, which is what lets the scheme run at any
+    length. As in the paper, the vectors are shared across heads.
 
     The optional value term adds ``sum_j w_ij a^V_{clip(j - i)}`` to each head's output;
     :meth:`value_term` computes it from the attention weights; the score hooks cannot
@@ -72,7 +75,8 @@ class RelativePositionRepresentations(PositionalScheme):
 
     Args:
         head_dim: size D of one head.
-        max_distance: clipping distance k (Shaw et al. found k >= 2 enough for translation).
+        max_distance: clipping distance k (Shaw et al. found k >= 2 enough for
+            translation).
         values: also learn the value vectors ``a^V``.
         init_std: standard deviation of the initial vectors.
 
@@ -84,26 +88,34 @@ class RelativePositionRepresentations(PositionalScheme):
     name = "relative"
 
     def __init__(
-        self, head_dim: int, max_distance: int = 16, values: bool = False, init_std: float = 0.02
+        self,
+        head_dim: int,
+        max_distance: int = 16,
+        values: bool = False,
+        init_std: float = 0.02,
     ) -> None:
         super().__init__()
         self.head_dim = _check_positive_int(head_dim, "head_dim")
         self.max_distance = _check_positive_int(max_distance, "max_distance")
         n_rel = 2 * max_distance + 1
         self.keys = nn.Parameter(torch.randn(n_rel, head_dim) * init_std)  # (R, D)
-        self.values = nn.Parameter(torch.randn(n_rel, head_dim) * init_std) if values else None
+        self.values = (
+            nn.Parameter(torch.randn(n_rel, head_dim) * init_std) if values else None
+        )
 
     def relative_index(self, q_pos: torch.Tensor, k_pos: torch.Tensor) -> torch.Tensor:
-        """Row of the table used by each (query, key) pair: ``clip(j - i) + max_distance``."""
+        """Row of the table used by each (query, key) pair: ``clip(j - i) +
+        max_distance``."""
         dist = relative_distances(q_pos, k_pos)  # (T, S)
-        return dist.clamp(-self.max_distance, self.max_distance) + self.max_distance  # (T, S)
+        # (T, S)
+        return dist.clamp(-self.max_distance, self.max_distance) + self.max_distance
 
     def _check_q(self, q: torch.Tensor) -> None:
         _check_heads(q)
         if q.shape[-1] != self.head_dim:
             raise ValueError(
-                f"queries have head size {q.shape[-1]} but these relative representations were "
-                f"built for head_dim={self.head_dim}"
+                f"queries have head size {q.shape[-1]} but these relative "
+                f"representations were built for head_dim={self.head_dim}"
             )
 
     def score_bias(
@@ -115,8 +127,13 @@ class RelativePositionRepresentations(PositionalScheme):
         self._check_q(q)
         B, H, T, D = q.shape
         q_pos = _check_positions(q_pos, T, "q_pos").to(q.device)
-        # Without key positions this is self-attention: the keys are the queries' tokens.
-        k_pos = q_pos if k_pos is None else _check_positions(k_pos, None, "k_pos").to(q.device)
+        # Without key positions this is self-attention: the keys are the queries'
+        # tokens.
+        k_pos = (
+            q_pos
+            if k_pos is None
+            else _check_positions(k_pos, None, "k_pos").to(q.device)
+        )
         # Score every query against all R distance vectors once, then pick per key:
         # cheaper than building a (T, S, D) tensor of vectors.
         rel_scores = q @ self.keys.to(q.dtype).t() / math.sqrt(D)  # (B, H, T, R)
@@ -130,20 +147,24 @@ class RelativePositionRepresentations(PositionalScheme):
         q_pos: torch.Tensor | None = None,
         k_pos: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """The value part ``sum_j weights[..., i, j] * a^V_{clip(j - i)}`` to add to each head.
+        """The value part ``sum_j weights[..., i, j] * a^V_{clip(j - i)}`` to add to
+        each head.
 
         Args:
             weights: attention weights (after softmax and mask).
         """
         if self.values is None:
-            raise ValueError("this scheme has no value vectors; build it with values=True")
+            raise ValueError(
+                "this scheme has no value vectors; build it with values=True"
+            )
         _check_heads(weights, "weights")
         B, H, T, S = weights.shape
         q_pos = _check_positions(q_pos, T, "q_pos").to(weights.device)
         k_pos = _check_positions(k_pos, S, "k_pos").to(weights.device)
         index = self.relative_index(q_pos, k_pos).expand(B, H, -1, -1)  # (B, H, T, S)
         n_rel = self.values.shape[0]
-        # Sum the weights that fall on the same clipped distance, then mix the R vectors.
+        # Sum the weights that fall on the same clipped distance, then mix the R
+        # vectors.
         per_distance = weights.new_zeros(B, H, T, n_rel)  # (B, H, T, R)
         per_distance.scatter_add_(-1, index, weights)
         return per_distance @ self.values.to(weights.dtype)  # (B, H, T, D)
@@ -155,9 +176,9 @@ class RelativePositionRepresentations(PositionalScheme):
         )
 
 
-# ---------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 # Rotary position embedding (Su et al., 2021)
-# ---------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 
 
 def rotate_pairs(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
@@ -172,19 +193,20 @@ def rotate_pairs(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
     a, b = x[..., 0::2], x[..., 1::2]  # (..., T, D/2) each
     cos = torch.cos(angles).to(device=x.device, dtype=x.dtype)  # (T, D/2)
     sin = torch.sin(angles).to(device=x.device, dtype=x.dtype)
-    out = torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1)  # (..., T, D/2, 2)
+    # (..., T, D/2, 2)
+    out = torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1)
     return out.flatten(-2)  # (..., T, D)
 
 
 class RotaryEmbedding(PositionalScheme):
     """Rotary position embedding, RoPE (Su et al., 2021).
 
-    Rotates the pair ``(2i, 2i+1)`` of every query and key by ``position * theta_i`` with
-    ``theta_i = base^(-2i/D)``. A rotation by ``m theta`` followed by one by ``-n theta``
-    is a rotation by ``(m - n) theta``, so ``rot(q, m) . rot(k, n)`` depends on the
-    positions only through the offset ``m - n``, and rotations keep the vectors' norms.
-    Nothing is learned and nothing is added to the embeddings; angles are computed on the
-    fly, so any position works.
+    Rotates the pair ``(2i, 2i+1)`` of every query and key by ``position * theta_i``
+    with ``theta_i = base^(-2i/D)``. A rotation by ``m theta`` followed by one by ``-n
+    theta`` is a rotation by ``(m - n) theta``, so ``rot(q, m) . rot(k, n)`` depends on
+    the positions only through the offset ``m - n``, and rotations keep the vectors'
+    norms. Nothing is learned and nothing is added to the embeddings; angles are
+    computed on the fly, so any position works.
 
     Args:
         head_dim: size D of one head (even).
@@ -201,7 +223,8 @@ class RotaryEmbedding(PositionalScheme):
         _check_positive_int(head_dim, "head_dim")
         if head_dim % 2:
             raise ValueError(
-                f"RoPE rotates pairs of features, so head_dim must be even, got {head_dim}"
+                "RoPE rotates pairs of features, so head_dim must be even, got "
+                f"{head_dim}"
             )
         self.head_dim = head_dim
         self.base = float(base)
@@ -209,10 +232,13 @@ class RotaryEmbedding(PositionalScheme):
         # would round a buffer (angle errors of 0.2 rad by position 500), and float64
         # does not exist on every device (MPS). Angles are exact here and only their
         # cosines and sines are cast to the model's dtype and device.
-        self.inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
+        self.inv_freq = base ** (
+            -torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim
+        )
 
     def angles(self, positions: torch.Tensor) -> torch.Tensor:
-        """Rotation angle of every pair at every position: (P,) -> (P, D/2), float64 on CPU."""
+        """Rotation angle of every pair at every position: (P,) -> (P, D/2), float64 on
+        CPU."""
         pos = positions.to(device="cpu", dtype=torch.float64)
         return pos[:, None] * self.inv_freq[None, :]  # (P, D/2)
 
@@ -243,9 +269,9 @@ class RotaryEmbedding(PositionalScheme):
         return f"head_dim={self.head_dim}, base={self.base:g}"
 
 
-# ---------------------------------------------------------------------------------------
-# Learned and fixed biases on the scores: T5 buckets, ALiBi
-# ---------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
+# Learned biases on the scores: T5 buckets (ALiBi's fixed ones: transformer.alibi)
+# --------------------------------------------------------------------------------------
 
 
 def t5_bucket(
@@ -256,10 +282,10 @@ def t5_bucket(
 ) -> torch.Tensor:
     """Map signed distances ``j - i`` to bucket ids as in T5 (Raffel et al., 2020).
 
-    Small distances get a bucket each; larger ones share logarithmically wider buckets up
-    to ``max_distance``, beyond which everything falls into the last bucket. With
-    ``bidirectional`` half of the buckets are for keys after the query. Without it
-    (a causal decoder) only the past is distinguished and every future key is treated as
+    Small distances get a bucket each; larger ones share logarithmically wider buckets
+    up to ``max_distance``, beyond which everything falls into the last bucket. With
+    ``bidirectional`` half of the buckets are for keys after the query. Without it (a
+    causal decoder) only the past is distinguished and every future key is treated as
     distance 0 (the causal mask hides those keys anyway).
 
     Shape:
@@ -295,11 +321,12 @@ def t5_bucket(
 
 
 class T5RelativeBias(PositionalScheme):
-    """A learned scalar per (head, distance bucket) added to the scores (Raffel et al., 2020).
+    """A learned scalar per (head, distance bucket) added to the scores (Raffel et al.,
+    2020).
 
     Unlike Shaw et al. the bias does not look at the query's content: it is one number
-    per head and bucket. T5 computes it once and shares it across layers; share the module
-    to do the same.
+    per head and bucket. T5 computes it once and shares it across layers; share the
+    module to do the same.
 
     Args:
         n_heads: number of heads H (each head learns its own biases).
@@ -325,8 +352,11 @@ class T5RelativeBias(PositionalScheme):
         self.num_buckets = num_buckets
         self.max_distance = max_distance
         self.bidirectional = bidirectional
-        t5_bucket(torch.zeros(1, dtype=torch.long), num_buckets, max_distance, bidirectional)
-        # T5 starts the biases at zero-mean noise; a small std keeps the first steps stable.
+        t5_bucket(
+            torch.zeros(1, dtype=torch.long), num_buckets, max_distance, bidirectional
+        )
+        # T5 starts the biases at zero-mean noise; a small std keeps the first steps
+        # stable.
         self.bias = nn.Parameter(torch.randn(num_buckets, n_heads) * 0.02)  # (R, H)
 
     def score_bias(
@@ -335,7 +365,9 @@ class T5RelativeBias(PositionalScheme):
         q_pos: torch.Tensor | None = None,
         k_pos: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        q_pos, k_pos = _per_head_bias_positions(q, self.n_heads, "this T5 bias", q_pos, k_pos)
+        q_pos, k_pos = _per_head_bias_positions(
+            q, self.n_heads, "this T5 bias", q_pos, k_pos
+        )
         buckets = t5_bucket(
             relative_distances(q_pos, k_pos),
             self.num_buckets,
@@ -352,72 +384,9 @@ class T5RelativeBias(PositionalScheme):
         )
 
 
-def alibi_slopes(n_heads: int) -> torch.Tensor:
-    """Head slopes of ALiBi (Press, Smith and Lewis, 2022, section 3).
-
-    For ``n`` a power of two the slopes are the geometric sequence that starts at
-    ``2^(-8/n)`` and has that same ratio: for 8 heads 1/2, 1/4, ..., 1/256. For other
-    counts the paper takes the slopes of the closest smaller power of two ``m`` and adds
-    every other slope of the sequence for ``2m`` (the ones that fall between them).
-
-    Shape:
-        returns (n_heads,) float32.
-    """
-    _check_positive_int(n_heads, "n_heads")
-
-    def power_of_two(n: int) -> list[float]:
-        start = 2.0 ** (-8.0 / n)
-        return [start ** (i + 1) for i in range(n)]
-
-    m = 2 ** math.floor(math.log2(n_heads))
-    slopes = power_of_two(m)
-    if m < n_heads:
-        slopes += power_of_two(2 * m)[0::2][: n_heads - m]
-    return torch.tensor(slopes, dtype=torch.float32)
-
-
-class ALiBi(PositionalScheme):
-    """Attention with Linear Biases (Press, Smith and Lewis, 2022).
-
-    Adds ``-m_h * |j - i|`` to the score of query ``i`` against key ``j`` in head ``h``:
-    a fixed penalty growing linearly with distance, steep in some heads (local) and gentle
-    in others (long range). Nothing is learned and nothing is added to the embeddings.
-    With a causal mask this equals the paper's ``m_h * (j - i)`` for the visible keys;
-    without one the penalty is symmetric, so ALiBi alone does not tell left from right.
-
-    Args:
-        n_heads: number of heads H; slopes from :func:`alibi_slopes`.
-
-    Shape:
-        score_bias: q (B, H, T, D), q_pos (T,), k_pos (S,) -> (1, H, T, S).
-    """
-
-    name = "alibi"
-    slopes: torch.Tensor  # a buffer, registered in __init__
-
-    def __init__(self, n_heads: int) -> None:
-        super().__init__()
-        self.n_heads = _check_positive_int(n_heads, "n_heads")
-        self.register_buffer("slopes", alibi_slopes(n_heads), persistent=False)  # (H,)
-
-    def score_bias(
-        self,
-        q: torch.Tensor,
-        q_pos: torch.Tensor | None = None,
-        k_pos: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        q_pos, k_pos = _per_head_bias_positions(q, self.n_heads, "ALiBi", q_pos, k_pos)
-        dist = relative_distances(q_pos, k_pos).abs().to(self.slopes.device)  # (T, S)
-        bias = -self.slopes[:, None, None] * dist[None]  # (H, T, S)
-        return bias.unsqueeze(0).to(device=q.device, dtype=q.dtype)  # (1, H, T, S)
-
-    def extra_repr(self) -> str:
-        return f"n_heads={self.n_heads}"
-
-
-# ---------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 # Factory
-# ---------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 
 #: Names accepted by :func:`make_positional`, mapped to their classes.
 POSITIONAL_SCHEMES: dict[str, type[PositionalScheme]] = {
@@ -441,10 +410,10 @@ def make_positional(
 ) -> PositionalScheme:
     """Build a positional scheme from its name, so a model config can name it by string.
 
-    Give the sizes the model has (``d_model``, ``n_heads``, ``max_len``); each scheme takes
-    what it needs (the head size is ``d_model // n_heads``) and ignores the rest. Extra
-    keyword ``options`` go to the scheme's constructor (e.g. ``max_distance=8`` for
-    "relative", ``bidirectional=False`` for "t5", ``base=500000`` for "rope").
+    Give the sizes the model has (``d_model``, ``n_heads``, ``max_len``); each scheme
+    takes what it needs (the head size is ``d_model // n_heads``) and ignores the rest.
+    Extra keyword ``options`` go to the scheme's constructor (e.g. ``max_distance=8``
+    for "relative", ``bidirectional=False`` for "t5", ``base=500000`` for "rope").
 
     Args:
         name: one of "none", "sinusoidal", "learned", "relative", "rope", "t5", "alibi".
@@ -455,7 +424,8 @@ def make_positional(
     """
     if not isinstance(name, str) or name.lower() not in POSITIONAL_SCHEMES:
         raise ValueError(
-            f"unknown positional scheme {name!r}; choose one of {sorted(POSITIONAL_SCHEMES)}"
+            f"unknown positional scheme {name!r}; choose one of "
+            f"{sorted(POSITIONAL_SCHEMES)}"
         )
     name = name.lower()
 

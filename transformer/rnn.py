@@ -10,7 +10,7 @@ Every class mirrors its PyTorch counterpart with ``batch_first=True``: a cell
 ``layer(x, h0=None, lengths=None) -> (output, h_n)``. The gated cells and layers
 of chapter 3 (:mod:`transformer.gated`) are built on the same two base classes.
 Parameter names, shapes and gate order are PyTorch's, so
-:func:`load_torch_weights` copies a ``torch.nn`` module
+:func:`transformer.rnn_interop.load_torch_weights` copies a ``torch.nn`` module
 across and the tests prove both compute the same thing.
 
 Padded batches: pass ``lengths`` (B,) and every sequence stops updating its
@@ -39,7 +39,7 @@ from transformer.utils import check_positive_int as _check_positive_int
 State = Tensor | tuple[Tensor, Tensor]
 _S = TypeVar("_S", Tensor, tuple[Tensor, Tensor])  # the state of one kind of cell
 
-__all__ = ["load_torch_weights", "RNN", "RNNCell"]
+__all__ = ["RNN", "RNNCell"]
 
 
 _NONLINEARITIES = {"tanh": torch.tanh, "relu": torch.relu}
@@ -72,8 +72,12 @@ class _RecurrentCell(nn.Module, Generic[_S]):
         self.hidden_size = _check_positive_int("hidden_size", hidden_size)
         self.bias = bool(bias)
         rows = self.n_gates * hidden_size  # G*H: all gates stacked in one matrix
-        self.weight_ih = nn.Parameter(torch.empty(rows, input_size, device=device, dtype=dtype))
-        self.weight_hh = nn.Parameter(torch.empty(rows, hidden_size, device=device, dtype=dtype))
+        self.weight_ih = nn.Parameter(
+            torch.empty(rows, input_size, device=device, dtype=dtype)
+        )
+        self.weight_hh = nn.Parameter(
+            torch.empty(rows, hidden_size, device=device, dtype=dtype)
+        )
         if self.bias:
             self.bias_ih = nn.Parameter(torch.empty(rows, device=device, dtype=dtype))
             self.bias_hh = nn.Parameter(torch.empty(rows, device=device, dtype=dtype))
@@ -83,7 +87,8 @@ class _RecurrentCell(nn.Module, Generic[_S]):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Uniform in [-1/sqrt(H), 1/sqrt(H)], PyTorch's default for recurrent layers."""
+        """Uniform in [-1/sqrt(H), 1/sqrt(H)], PyTorch's default for recurrent
+        layers."""
         bound = 1.0 / math.sqrt(self.hidden_size)
         for p in self.parameters():
             nn.init.uniform_(p, -bound, bound)
@@ -111,16 +116,19 @@ class _RecurrentCell(nn.Module, Generic[_S]):
 
     def zero_state(self, batch_size: int, like: Tensor) -> _S:
         """The all-zero initial state PyTorch uses when none is given."""
-        return cast(_S, like.new_zeros(batch_size, self.hidden_size))  # the LSTM overrides it
+        # the LSTM overrides it
+        return cast(_S, like.new_zeros(batch_size, self.hidden_size))
 
     def _check_state(self, state: State, batch_size: int, x: Tensor) -> _S:
         expected = (batch_size, self.hidden_size)
         state = _check_float_tensor("h", state, x.dtype)
         if tuple(state.shape) != expected:
             raise ValueError(
-                f"hidden state must have shape (B, H) = {expected}, got {tuple(state.shape)}"
+                f"hidden state must have shape (B, H) = {expected}, got "
+                f"{tuple(state.shape)}"
             )
-        return cast(_S, state)  # one tensor; the LSTM checks each tensor of its pair here
+        # one tensor; the LSTM checks each tensor of its pair here
+        return cast(_S, state)
 
     def forward(self, x: Tensor, state: _S | None = None) -> _S:
         """Advance the state by one time step.
@@ -140,8 +148,8 @@ class _RecurrentCell(nn.Module, Generic[_S]):
         _check_float_tensor("x", x, self.weight_ih.dtype)
         if x.dim() != 2 or x.shape[1] != self.input_size:
             raise ValueError(
-                f"{type(self).__name__} expects input of shape (B, I) = (B, {self.input_size}), "
-                f"got {tuple(x.shape)}"
+                f"{type(self).__name__} expects input of shape (B, I) = (B, "
+                f"{self.input_size}), got {tuple(x.shape)}"
             )
         if state is None:
             return self.zero_state(x.shape[0], x)
@@ -149,11 +157,12 @@ class _RecurrentCell(nn.Module, Generic[_S]):
 
     @classmethod
     def from_torch(cls, module: nn.Module) -> _RecurrentCell:
-        """Build a cell with the same size and a copy of the weights of a PyTorch cell."""
+        """Build a cell with the same size and a copy of the weights of a PyTorch
+        cell."""
         if not isinstance(module, cls.torch_cell):
             raise TypeError(
-                f"{cls.__name__}.from_torch expects torch.nn.{cls.torch_cell.__name__}, "
-                f"got {type(module).__name__}"
+                f"{cls.__name__}.from_torch expects "
+                f"torch.nn.{cls.torch_cell.__name__}, got {type(module).__name__}"
             )
         ref = module.weight_ih
         kwargs = {"nonlinearity": module.nonlinearity} if cls is RNNCell else {}
@@ -165,6 +174,8 @@ class _RecurrentCell(nn.Module, Generic[_S]):
             dtype=ref.dtype,
             **kwargs,
         )
+        from transformer.rnn_interop import load_torch_weights  # imports this module
+
         load_torch_weights(cell, module)
         return cell
 
@@ -198,7 +209,8 @@ class RNNCell(_RecurrentCell[Tensor]):
     ) -> None:
         if nonlinearity not in _NONLINEARITIES:
             raise ValueError(
-                f"nonlinearity must be one of {sorted(_NONLINEARITIES)}, got {nonlinearity!r}"
+                f"nonlinearity must be one of {sorted(_NONLINEARITIES)}, got "
+                f"{nonlinearity!r}"
             )
         self.nonlinearity = nonlinearity
         super().__init__(input_size, hidden_size, bias, device=device, dtype=dtype)
@@ -259,21 +271,27 @@ class _RecurrentLayer(nn.Module):
         )
 
     def _cells(self) -> list[_RecurrentCell[Any]]:
-        return cast("list[_RecurrentCell[Any]]", list(self.cells))  # ModuleList holds Modules
+        # ModuleList holds Modules
+        return cast("list[_RecurrentCell[Any]]", list(self.cells))
 
     # -- state helpers: the RNN and GRU carry one tensor, the LSTM a pair.
-    def _initial_states(self, h0: State | None, batch_size: int, x: Tensor) -> list[State]:
+    def _initial_states(
+        self, h0: State | None, batch_size: int, x: Tensor
+    ) -> list[State]:
         if h0 is None:
             return [cell.zero_state(batch_size, x) for cell in self._cells()]
         expected = (self.num_layers, batch_size, self.hidden_size)
         h0 = _check_float_tensor("h0", h0, x.dtype)
         if tuple(h0.shape) != expected:
-            raise ValueError(f"h0 must have shape (L, B, H) = {expected}, got {tuple(h0.shape)}")
+            raise ValueError(
+                f"h0 must have shape (L, B, H) = {expected}, got {tuple(h0.shape)}"
+            )
         return list(h0.unbind(0))  # L x (B, H)
 
     @staticmethod
     def _hidden(state: State) -> Tensor:
-        return cast(Tensor, state)  # one tensor here; the LSTM overrides the three helpers
+        # one tensor here; the LSTM overrides the three helpers
+        return cast(Tensor, state)
 
     @staticmethod
     def _keep(mask: Tensor, new: State, old: State) -> State:
@@ -288,7 +306,8 @@ class _RecurrentLayer(nn.Module):
         lengths = torch.as_tensor(lengths, device=x.device)
         if lengths.dim() != 1 or lengths.shape[0] != batch_size:
             raise ValueError(
-                f"lengths must have shape (B,) = ({batch_size},), got {tuple(lengths.shape)}"
+                f"lengths must have shape (B,) = ({batch_size},), got "
+                f"{tuple(lengths.shape)}"
             )
         if lengths.is_floating_point() or lengths.dtype == torch.bool:
             raise TypeError(f"lengths must hold integers, got dtype {lengths.dtype}")
@@ -336,7 +355,8 @@ class _RecurrentLayer(nn.Module):
         if lengths is not None:
             lengths = self._check_lengths(lengths, B, T, x)
             if bool((lengths < T).any()):  # no padding at all: skip the masking work
-                keep = torch.arange(T, device=x.device)[None, :] < lengths[:, None]  # (B, T)
+                # (B, T)
+                keep = torch.arange(T, device=x.device)[None, :] < lengths[:, None]
 
         layer_input = x  # (B, T, I) for the first layer, (B, T, H) after
         finals: list[State] = []
@@ -372,8 +392,8 @@ class _RecurrentLayer(nn.Module):
         """
         if not isinstance(module, cls.torch_layer):
             raise TypeError(
-                f"{cls.__name__}.from_torch expects torch.nn.{cls.torch_layer.__name__}, "
-                f"got {type(module).__name__}"
+                f"{cls.__name__}.from_torch expects "
+                f"torch.nn.{cls.torch_layer.__name__}, got {type(module).__name__}"
             )
         ref = cast(Tensor, module.weight_ih_l0)
         kwargs = {"nonlinearity": module.nonlinearity} if cls is RNN else {}
@@ -387,6 +407,8 @@ class _RecurrentLayer(nn.Module):
             dtype=ref.dtype,
             **kwargs,
         )
+        from transformer.rnn_interop import load_torch_weights  # imports this module
+
         load_torch_weights(layer, module)
         return layer
 
@@ -436,62 +458,3 @@ class RNN(_RecurrentLayer):
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", nonlinearity={self.nonlinearity!r}"
-
-
-# --------------------------------------------------------------------------- torch interop
-
-
-def load_torch_weights(ours: nn.Module, theirs: nn.Module) -> nn.Module:
-    """Copy the weights of a PyTorch recurrent cell or layer into ours, in place.
-
-    Works for ``nn.RNNCell/LSTMCell/GRUCell`` into our cells and ``nn.RNN/LSTM/GRU``
-    into our layers. The sizes, bias setting, number of layers and (for the RNN)
-    nonlinearity must match; bidirectional and projected LSTMs are not supported.
-
-    Returns:
-        ``ours``, for chaining.
-    """
-    if isinstance(ours, _RecurrentCell):
-        if not isinstance(theirs, ours.torch_cell):
-            raise TypeError(
-                f"cannot load torch.nn.{type(theirs).__name__} into {type(ours).__name__}; "
-                f"expected torch.nn.{ours.torch_cell.__name__}"
-            )
-        pairs: list[tuple[_RecurrentCell[Any], nn.Module, str]] = [(ours, theirs, "")]
-    elif isinstance(ours, _RecurrentLayer):
-        if not isinstance(theirs, ours.torch_layer):
-            raise TypeError(
-                f"cannot load torch.nn.{type(theirs).__name__} into {type(ours).__name__}; "
-                f"expected torch.nn.{ours.torch_layer.__name__}"
-            )
-        if theirs.bidirectional:
-            raise ValueError("bidirectional PyTorch layers are not supported")
-        if getattr(theirs, "proj_size", 0):
-            raise ValueError("LSTMs with proj_size > 0 are not supported")
-        if theirs.num_layers != ours.num_layers:
-            raise ValueError(
-                f"num_layers differ: ours has {ours.num_layers}, theirs {theirs.num_layers}"
-            )
-        pairs = [(cell, theirs, f"_l{layer}") for layer, cell in enumerate(ours._cells())]
-    else:
-        raise TypeError(f"expected one of our recurrent cells or layers, got {type(ours).__name__}")
-
-    for cell, module, suffix in pairs:
-        if module.bias != cell.bias:
-            raise ValueError(f"bias settings differ: ours {cell.bias}, theirs {module.bias}")
-        if isinstance(cell, RNNCell) and module.nonlinearity != cell.nonlinearity:
-            raise ValueError(
-                f"nonlinearities differ: ours {cell.nonlinearity!r}, theirs {module.nonlinearity!r}"
-            )
-        names = ["weight_ih", "weight_hh"] + (["bias_ih", "bias_hh"] if cell.bias else [])
-        with torch.no_grad():
-            for name in names:
-                source = getattr(module, name + suffix)
-                target = getattr(cell, name)
-                if source.shape != target.shape:
-                    raise ValueError(
-                        f"{name}{suffix} has shape {tuple(source.shape)} in the PyTorch module "
-                        f"but {tuple(target.shape)} here; check input_size and hidden_size"
-                    )
-                target.copy_(source)
-    return ours

@@ -1,4 +1,5 @@
-"""Measuring recurrent layers: gradients by distance and a many-to-one classifier (chapter 2).
+"""Measuring recurrent layers: gradients by distance and a many-to-one classifier
+(chapter 2).
 
 * :func:`gradient_norm_by_distance` measures how strongly the final state depends
   on each earlier input: the vanishing and exploding gradients of chapter 2;
@@ -23,7 +24,8 @@ __all__ = [
 ]
 
 
-# --------------------------------------------------------------------------- diagnostics
+# ---------------------------------------------------------------------------
+# diagnostics
 
 
 def gradient_norm_by_distance(
@@ -64,11 +66,13 @@ def gradient_norm_by_distance(
     return per_step.flip(0).detach()  # index = distance from the last step
 
 
-# --------------------------------------------------------------------------- many-to-one model
+# ---------------------------------------------------------------------------
+# many-to-one model
 
 
 def recurrent_layer_class(kind: str | type[_RecurrentLayer]) -> type[_RecurrentLayer]:
-    """The layer class named ``kind`` (``"rnn"``, ``"lstm"``, ``"gru"``), or ``kind`` itself.
+    """The layer class named ``kind`` (``"rnn"``, ``"lstm"``, ``"gru"``), or ``kind``
+    itself.
 
     ``"rnn"`` is this chapter's :class:`~transformer.rnn.RNN`; ``"lstm"`` and ``"gru"``
     are chapter 3's, found once :mod:`transformer.gated` has been imported.
@@ -88,7 +92,9 @@ def recurrent_layer_class(kind: str | type[_RecurrentLayer]) -> type[_RecurrentL
             f"kind={kind!r} is a chapter 3 layer: import it first "
             f"(from transformer.gated import {kind.upper()}) or pass the class itself"
         )
-    raise ValueError(f"kind must be one of {sorted(layers)} or a layer class, got {kind!r}")
+    raise ValueError(
+        f"kind must be one of {sorted(layers)} or a layer class, got {kind!r}"
+    )
 
 
 class SequenceClassifier(nn.Module):
@@ -128,7 +134,9 @@ class SequenceClassifier(nn.Module):
         self.kind = layer_class.__name__.lower()
         self.pad_id = pad_id
         self.embed = nn.Embedding(vocab_size, embed_size, padding_idx=pad_id)
-        self.rnn = layer_class(embed_size, hidden_size, num_layers=num_layers, **layer_kwargs)
+        self.rnn = layer_class(
+            embed_size, hidden_size, num_layers=num_layers, **layer_kwargs
+        )
         self.head = nn.Linear(hidden_size, num_classes)
 
     def forward(self, ids: Tensor, lengths: Tensor | None = None) -> Tensor:
@@ -139,6 +147,7 @@ class SequenceClassifier(nn.Module):
             )
         if lengths is None:
             lengths = (ids != self.pad_id).sum(dim=1)  # (B,)
-        _, state = self.rnn(self.embed(ids), lengths=lengths)  # state: (L, B, H) or a pair
+        # state: (L, B, H) or a pair
+        _, state = self.rnn(self.embed(ids), lengths=lengths)
         h_n = state[0] if isinstance(state, tuple) else state
         return self.head(h_n[-1])  # (B, num_classes)

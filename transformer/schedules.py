@@ -20,8 +20,11 @@ __all__ = [
 ]
 
 
-def noam_rate(step: int, d_model: int, warmup: int = 4000, factor: float = 1.0) -> float:
-    """Learning rate of "Attention Is All You Need" (section 5.3) at optimizer step ``step``.
+def noam_rate(
+    step: int, d_model: int, warmup: int = 4000, factor: float = 1.0
+) -> float:
+    """Learning rate of "Attention Is All You Need" (section 5.3) at optimizer step
+    ``step``.
 
     ``lr = factor * d_model^-0.5 * min(step^-0.5, step * warmup^-1.5)``: a linear
     warm-up for ``warmup`` steps, then decay with the inverse square root of the step.
@@ -41,7 +44,8 @@ def noam_rate(step: int, d_model: int, warmup: int = 4000, factor: float = 1.0) 
 
 
 def warmup_inverse_sqrt(step: int, warmup: int) -> float:
-    """The schedule's shape with its peak scaled to 1: ``min(step / warmup, sqrt(warmup / step))``.
+    """The schedule's shape with its peak scaled to 1: ``min(step / warmup, sqrt(warmup
+    / step))``.
 
     Multiply by a peak learning rate: the same curve as :func:`noam_rate`
     (``noam_rate(s, C, w) = warmup_inverse_sqrt(s, w) / sqrt(C * w)``).
@@ -55,7 +59,8 @@ def warmup_inverse_sqrt(step: int, warmup: int) -> float:
 def warmup_inverse_sqrt_scheduler(
     optimizer: torch.optim.Optimizer, warmup: int
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """A ``LambdaLR`` that scales each group's learning rate by :func:`warmup_inverse_sqrt`.
+    """A ``LambdaLR`` that scales each group's learning rate by
+    :func:`warmup_inverse_sqrt`.
 
     The optimizer's ``lr`` becomes the *peak* learning rate, reached after ``warmup``
     steps. Pass the result as ``scheduler=`` to :func:`~transformer.training.train`
@@ -63,7 +68,8 @@ def warmup_inverse_sqrt_scheduler(
     exactly the paper's schedule (:func:`noam_rate`).
 
     Args:
-        optimizer: e.g. ``Adam(params, lr=peak, betas=(0.9, 0.98), eps=1e-9)`` as in the paper.
+        optimizer: e.g. ``Adam(params, lr=peak, betas=(0.9, 0.98), eps=1e-9)`` as in the
+            paper.
         warmup: warm-up steps (>= 1).
     """
     if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 1:

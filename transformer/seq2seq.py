@@ -46,19 +46,27 @@ CELLS: dict[str, type[nn.Module]] = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
 RecurrentState = Tensor | tuple[Tensor, Tensor]
 
 
-def _recurrent_layer(cell: str, input_size: int, hidden_size: int, num_layers: int, dropout: float):
+def _recurrent_layer(
+    cell: str, input_size: int, hidden_size: int, num_layers: int, dropout: float
+):
     if not isinstance(cell, str) or cell.lower() not in CELLS:
         raise ValueError(f"cell must be one of {sorted(CELLS)}, got {cell!r}")
-    return CELLS[cell.lower()](input_size, hidden_size, num_layers=num_layers, dropout=dropout)
+    return CELLS[cell.lower()](
+        input_size, hidden_size, num_layers=num_layers, dropout=dropout
+    )
 
 
 def _check_ids(name: str, ids: object, vocab_size: int, what: str) -> Tensor:
     """Validate a batch of token ids, naming the expected and actual values."""
     if not isinstance(ids, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of token ids, got {type(ids).__name__}")
+        raise TypeError(
+            f"{name} must be a torch.Tensor of token ids, got {type(ids).__name__}"
+        )
     if ids.dim() != 2:
         hint = " (a single sequence? use .unsqueeze(0))" if ids.dim() == 1 else ""
-        raise ValueError(f"{name} must have shape (B, length), got {tuple(ids.shape)}{hint}")
+        raise ValueError(
+            f"{name} must have shape (B, length), got {tuple(ids.shape)}{hint}"
+        )
     if ids.dtype != torch.long:
         raise TypeError(f"{name} must hold token ids as torch.long, got {ids.dtype}")
     if ids.numel() == 0 or ids.size(1) == 0:
@@ -67,8 +75,9 @@ def _check_ids(name: str, ids: object, vocab_size: int, what: str) -> Tensor:
     if low < 0 or high >= vocab_size:
         bad = high if high >= vocab_size else low
         raise ValueError(
-            f"{name} holds token id {bad}, but the {what} vocabulary has {vocab_size} ids "
-            f"(0..{vocab_size - 1}); build the model with the data's vocabulary size"
+            f"{name} holds token id {bad}, but the {what} vocabulary has {vocab_size} "
+            f"ids (0..{vocab_size - 1}); build the model with the data's vocabulary "
+            "size"
         )
     return ids
 
@@ -257,7 +266,14 @@ class Seq2Seq(nn.Module):
             src_vocab_size, emb_size, hidden_size, cell, num_layers, dropout, pad_id
         )
         self.decoder = Decoder(
-            tgt_vocab_size, emb_size, hidden_size, cell, num_layers, dropout, pad_id, feed_context
+            tgt_vocab_size,
+            emb_size,
+            hidden_size,
+            cell,
+            num_layers,
+            dropout,
+            pad_id,
+            feed_context,
         )
 
     @property
@@ -266,8 +282,14 @@ class Seq2Seq(nn.Module):
 
     @teacher_forcing_ratio.setter
     def teacher_forcing_ratio(self, value: float) -> None:
-        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-            raise ValueError(f"teacher_forcing_ratio must be a number in [0, 1], got {value!r}")
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not 0 <= value <= 1
+        ):
+            raise ValueError(
+                f"teacher_forcing_ratio must be a number in [0, 1], got {value!r}"
+            )
         self._teacher_forcing_ratio = float(value)
 
     def start(self, src: Tensor) -> Seq2SeqState:
@@ -286,10 +308,13 @@ class Seq2Seq(nn.Module):
             prev: (B,) long -> logits (B, V), new state.
         """
         if not isinstance(prev, Tensor) or prev.dim() != 1:
-            shape = tuple(prev.shape) if isinstance(prev, Tensor) else type(prev).__name__
+            shape = (
+                tuple(prev.shape) if isinstance(prev, Tensor) else type(prev).__name__
+            )
             raise ValueError(f"prev must be a (B,) tensor of token ids, got {shape}")
         _check_ids("prev", prev[:, None], self.tgt_vocab_size, "target")
-        logits, hidden = self.decoder(prev[:, None], state.hidden, state.context)  # (B, 1, V)
+        # (B, 1, V)
+        logits, hidden = self.decoder(prev[:, None], state.hidden, state.context)
         return logits[:, 0], Seq2SeqState(hidden, state.context)  # (B, V)
 
     def forward(self, src: Tensor, tgt_in: Tensor) -> Tensor:
@@ -319,7 +344,10 @@ class Seq2Seq(nn.Module):
         for t in range(tgt_in.size(1)):
             if t > 0:
                 guess = steps[-1].argmax(dim=-1)  # (B,)
-                use_truth = torch.rand(prev.shape, device=prev.device) < self.teacher_forcing_ratio
+                use_truth = (
+                    torch.rand(prev.shape, device=prev.device)
+                    < self.teacher_forcing_ratio
+                )
                 prev = torch.where(use_truth, tgt_in[:, t], guess)  # (B,)
             step_logits, state = self.step(prev, state)  # (B, V)
             steps.append(step_logits)
@@ -333,7 +361,9 @@ class Seq2Seq(nn.Module):
         """
         hidden = state.hidden
         if isinstance(hidden, tuple):  # 2 x (L, B', H)
-            hidden = cast(RecurrentState, tuple(h.index_select(1, index) for h in hidden))
+            hidden = cast(
+                RecurrentState, tuple(h.index_select(1, index) for h in hidden)
+            )
         else:
             hidden = hidden.index_select(1, index)  # (L, B', H)
         return Seq2SeqState(hidden, state.context.index_select(0, index))  # (B', H)

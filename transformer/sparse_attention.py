@@ -79,7 +79,7 @@ def _band(
     starts = torch.arange(N, device=device) * b - left  # first key of each window
     k_pos = (starts[:, None] + torch.arange(W, device=device)).view(
         N, 1, W
-    )  # (N, 1, W)  # fmt: skip
+    )  # (N, 1, W)
     offset = q_pos - k_pos  # (N, b, W)
     allowed = (k_pos >= skip_first) & (k_pos < T) & (offset.abs() < window)
     if causal:

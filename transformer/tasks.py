@@ -52,7 +52,9 @@ def _copy(rng: random.Random, min_len: int = 1, max_len: int = 10) -> tuple[str,
     return s, s
 
 
-def _reverse(rng: random.Random, min_len: int = 1, max_len: int = 10) -> tuple[str, str]:
+def _reverse(
+    rng: random.Random, min_len: int = 1, max_len: int = 10
+) -> tuple[str, str]:
     s = _digits(rng, rng.randint(min_len, max_len))
     return s, s[::-1]
 
@@ -67,7 +69,9 @@ RECALL_KEYS = "abcdefghijklmnopqrstuvwxyz"
 
 def _recall(rng: random.Random, gap: int = 10, n_keys: int = 8) -> tuple[str, str]:
     if not 2 <= n_keys <= len(RECALL_KEYS):
-        raise ValueError(f"n_keys must be between 2 and {len(RECALL_KEYS)}, got {n_keys}")
+        raise ValueError(
+            f"n_keys must be between 2 and {len(RECALL_KEYS)}, got {n_keys}"
+        )
     if gap < 0:
         raise ValueError(f"gap must be >= 0, got {gap}")
     key = rng.choice(RECALL_KEYS[:n_keys])
@@ -97,7 +101,9 @@ def date_formats(date: _dt.date, lang: str) -> list[str]:
         '25. Januar 1983'
     """
     if lang not in DATE_LANGUAGES:
-        raise ValueError(f"unsupported date language {lang!r}; choose from {DATE_LANGUAGES}")
+        raise ValueError(
+            f"unsupported date language {lang!r}; choose from {DATE_LANGUAGES}"
+        )
     names = _date_names(lang)
     return [fmt(date, names) for fmt in _date_formats(lang)]
 
@@ -141,10 +147,15 @@ def _date_formats(lang: str) -> list[Callable[[_dt.date, dict], str]]:
             lambda d, n: f"{d.day} {n['mon'][d.month]} {d.year}",
             lambda d, n: f"{d.day:02d}/{d.month:02d}/{d.year}",
         ]
-    raise ValueError(f"unsupported date language {lang!r}; choose from {DATE_LANGUAGES}")
+    raise ValueError(
+        f"unsupported date language {lang!r}; choose from {DATE_LANGUAGES}"
+    )
 
 
-_DATE_START, _DATE_DAYS = _dt.date(1950, 1, 1), (_dt.date(2049, 12, 31) - _dt.date(1950, 1, 1)).days
+_DATE_START, _DATE_DAYS = (
+    _dt.date(1950, 1, 1),
+    (_dt.date(2049, 12, 31) - _dt.date(1950, 1, 1)).days,
+)
 
 
 class _DateGenerator:
@@ -202,7 +213,9 @@ def _generator(
     if name in ("copy", "reverse", "sort"):
         lo, hi = kwargs.get("min_len", 1), kwargs.get("max_len", 10)
         if not 1 <= lo <= hi:
-            raise ValueError(f"need 1 <= min_len <= max_len, got min_len={lo}, max_len={hi}")
+            raise ValueError(
+                f"need 1 <= min_len <= max_len, got min_len={lo}, max_len={hi}"
+            )
         fn = {"copy": _copy, "reverse": _reverse, "sort": _sort}[name]
         return (lambda rng: fn(rng, lo, hi)), list(DIGITS), list(DIGITS)
     if name == "recall":
@@ -214,7 +227,9 @@ def _generator(
     return gen, gen.source_alphabet(), list(DIGITS + "-")
 
 
-def make_pairs(name: str, n: int, seed: int = 0, **task_kwargs) -> list[tuple[str, str]]:
+def make_pairs(
+    name: str, n: int, seed: int = 0, **task_kwargs
+) -> list[tuple[str, str]]:
     """Draw ``n`` pairs with distinct sources from a task, reproducibly.
 
     Raises ``ValueError`` if the task cannot produce ``n`` distinct sources
@@ -232,8 +247,9 @@ def make_pairs(name: str, n: int, seed: int = 0, **task_kwargs) -> list[tuple[st
         attempts += 1
         if attempts > limit:
             raise ValueError(
-                f"task {name!r} with {task_kwargs} produced only {len(seen)} distinct sources "
-                f"in {attempts} draws; ask for fewer examples or allow longer sequences"
+                f"task {name!r} with {task_kwargs} produced only {len(seen)} distinct "
+                f"sources in {attempts} draws; ask for fewer examples or allow longer "
+                "sequences"
             )
     return list(seen.items())
 
@@ -263,7 +279,11 @@ class TaskData:
         return PairDataset(self.split(split), self.src_vocab, self.tgt_vocab)
 
     def loader(
-        self, split: str, batch_size: int = 64, shuffle: bool | None = None, seed: int = 0
+        self,
+        split: str,
+        batch_size: int = 64,
+        shuffle: bool | None = None,
+        seed: int = 0,
     ) -> DataLoader:
         """A DataLoader of :class:`~transformer.data.Batch` es; shuffles (reproducibly)
         only ``train`` by default."""

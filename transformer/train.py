@@ -173,11 +173,16 @@ def build_model(config: TrainConfig) -> DecoderOnlyTransformer:
     """Chapter 10's GPT for a byte vocabulary (V = 256), at ``config``'s size."""
     return DecoderOnlyTransformer(
         DecoderOnlyConfig(
-            vocab_size=256, d_model=config.d_model, n_heads=config.n_heads,
-            n_layers=config.n_layers, d_ff=config.d_ff, dropout=config.dropout,
-            max_len=config.block_size, mask_pad=False,
+            vocab_size=256,
+            d_model=config.d_model,
+            n_heads=config.n_heads,
+            n_layers=config.n_layers,
+            d_ff=config.d_ff,
+            dropout=config.dropout,
+            max_len=config.block_size,
+            mask_pad=False,
         )
-    )  # fmt: skip
+    )
 
 
 def enable_activation_checkpointing(model: DecoderOnlyTransformer) -> None:
@@ -290,12 +295,15 @@ def _train(config: TrainConfig, info: DistInfo) -> dict[str, Any]:
         if config.zero:  # gather the shards of the optimizer state on rank 0
             optimizer.consolidate_state_dict(to=0)  # type: ignore[attr-defined]
         parts = dict(
-            config=config.to_dict(), step=step, losses=losses,
+            config=config.to_dict(),
+            step=step,
+            losses=losses,
             model={k: v.detach().cpu() for k, v in raw.state_dict().items()},
             optimizer=optimizer.state_dict() if info.is_main else None,
-            scheduler=scheduler.state_dict(), scaler=scaler.state_dict(),
+            scheduler=scheduler.state_dict(),
+            scaler=scaler.state_dict(),
             data=shards.state_dict(),
-        )  # fmt: skip
+        )
         save_train_state(out / "state.pt", parts)
 
     tokens_per_step = config.batch_size * config.block_size * config.accum
@@ -347,11 +355,14 @@ def _train(config: TrainConfig, info: DistInfo) -> dict[str, Any]:
         sizes = ", ".join(f"{b:,}" for b in state_bytes)
         log.info(f"optimizer state per rank: {sizes} bytes")
     return dict(
-        losses=losses, world_size=info.world_size, step=end, valid_loss=valid,
+        losses=losses,
+        world_size=info.world_size,
+        step=end,
+        valid_loss=valid,
         tokens_per_s=tokens_per_step * (end - start) / max(seconds, 1e-9),
         optimizer_state_bytes=optimizer_state_bytes(optimizer),
         params={k: v.detach().cpu().clone() for k, v in raw.state_dict().items()},
-    )  # fmt: skip
+    )
 
 
 @torch.no_grad()

@@ -98,13 +98,17 @@ def sequence_cross_entropy(
         raise ValueError(f"logits must have shape (B, T, V), got {tuple(logits.shape)}")
     if targets.shape != logits.shape[:2]:
         raise ValueError(
-            f"targets must have shape (B, T) = {tuple(logits.shape[:2])} to match the logits, "
-            f"got {tuple(targets.shape)}"
+            f"targets must have shape (B, T) = {tuple(logits.shape[:2])} to match the "
+            f"logits, got {tuple(targets.shape)}"
         )
     if targets.dtype != torch.long:
-        raise TypeError(f"targets must be token ids of dtype torch.long, got {targets.dtype}")
+        raise TypeError(
+            f"targets must be token ids of dtype torch.long, got {targets.dtype}"
+        )
     if reduction not in ("mean", "sum", "none"):
-        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+        raise ValueError(
+            f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}"
+        )
     vocab = logits.size(-1)
     per_token = F.cross_entropy(
         logits.reshape(-1, vocab),  # (B*T, V)
@@ -135,8 +139,9 @@ def _check_batch_fits(model: nn.Module, batch: Any, logits: torch.Tensor) -> Non
     top = int(batch.tgt_out.max())
     if top >= vocab:
         raise ValueError(
-            f"target token id {top} does not fit the model's output vocabulary of size {vocab}; "
-            "build the model with the vocabulary of the data (len(task.tgt_vocab))"
+            f"target token id {top} does not fit the model's output vocabulary of size "
+            f"{vocab}; build the model with the vocabulary of the data "
+            "(len(task.tgt_vocab))"
         )
 
 
@@ -188,8 +193,8 @@ def train(
         epochs: number of passes over ``train_loader`` (needs ``len``).
         optimizer: defaults to Adam over all parameters with learning rate ``lr``.
         lr: learning rate of the default optimizer (ignored if ``optimizer`` is given).
-        scheduler: anything with ``step()`` (e.g. ``torch.optim.lr_scheduler.LambdaLR``),
-            stepped once per optimizer step.
+        scheduler: anything with ``step()`` (e.g.
+            ``torch.optim.lr_scheduler.LambdaLR``), stepped once per optimizer step.
         loss_fn: ``loss_fn(logits (B, T, V), tgt_out (B, T)) -> scalar``; defaults to
             :func:`sequence_cross_entropy` ignoring ``model.pad_id``.
         clip_norm: clip the global gradient norm to this value; ``None`` disables.
@@ -212,7 +217,9 @@ def train(
         try:
             steps = epochs * len(train_loader)  # type: ignore[arg-type]  # no len(): caught
         except TypeError as err:
-            raise TypeError("epochs= needs a train_loader with len(); pass steps= instead") from err
+            raise TypeError(
+                "epochs= needs a train_loader with len(); pass steps= instead"
+            ) from err
     assert steps is not None
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
@@ -224,7 +231,9 @@ def train(
         raise ValueError(f"clip_norm must be positive or None, got {clip_norm}")
     if loss_fn is None:
         if not hasattr(model, "pad_id"):
-            raise AttributeError("the model has no pad_id; give it one or pass loss_fn=")
+            raise AttributeError(
+                "the model has no pad_id; give it one or pass loss_fn="
+            )
         pad_id = int(cast(Any, model).pad_id)  # the protocol's, unknown to nn.Module
 
         def loss_fn(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -273,7 +282,9 @@ def train(
                 history.steps.append(step)
                 history.train_loss.append(mean_loss)
                 history.grad_norm.append(
-                    running_norm.item() / since_log if clip_norm is not None else float("nan")
+                    running_norm.item() / since_log
+                    if clip_norm is not None
+                    else float("nan")
                 )
                 history.learning_rate.append(float(optimizer.param_groups[0]["lr"]))
                 running_loss.zero_()
@@ -346,7 +357,8 @@ def evaluate(
     """
     if max_batches is not None and max_batches < 1:
         raise ValueError(f"max_batches must be >= 1 or None, got {max_batches}")
-    pad_id = int(cast(Any, model).pad_id)  # the seq2seq protocol's, unknown to nn.Module
+    # the seq2seq protocol's, unknown to nn.Module
+    pad_id = int(cast(Any, model).pad_id)
     if eos_id is None:
         eos_id = int(getattr(model, "eos_id", DEFAULT_EOS_ID))
     if loss_fn is None:
@@ -378,7 +390,8 @@ def evaluate(
             if exact_match:
                 start = int(batch.tgt[0, 0]) if bos_id is None else bos_id
                 budget = tgt_out.size(1) if max_len is None else max_len
-                out = greedy_decode(model, batch.src, budget, start, eos_id, pad_id)  # (B, L)
+                # (B, L)
+                out = greedy_decode(model, batch.src, budget, start, eos_id, pad_id)
                 correct_seqs += _rows_equal(out, tgt_out, pad_id).sum()
     finally:
         model.train(was_training)
@@ -393,7 +406,9 @@ def evaluate(
     }
 
 
-def _rows_equal(generated: torch.Tensor, target: torch.Tensor, pad_id: int) -> torch.Tensor:
+def _rows_equal(
+    generated: torch.Tensor, target: torch.Tensor, pad_id: int
+) -> torch.Tensor:
     """Which rows of two padded id matrices hold the same sequence.
 
     Shape:

@@ -39,9 +39,13 @@ def get_device(prefer: str | None = None) -> torch.device:
     if choice is not None:
         kind = str(choice).split(":")[0]
         if kind not in _VALID_DEVICES:
-            raise ValueError(f"unknown device {choice!r}; choose one of {_VALID_DEVICES}")
+            raise ValueError(
+                f"unknown device {choice!r}; choose one of {_VALID_DEVICES}"
+            )
         if kind == "cuda" and not torch.cuda.is_available():
-            raise ValueError("CUDA was requested but torch.cuda.is_available() is False")
+            raise ValueError(
+                "CUDA was requested but torch.cuda.is_available() is False"
+            )
         if kind == "mps" and not _mps_available():
             raise ValueError("MPS was requested but this PyTorch build cannot use it")
         return torch.device(choice)
@@ -73,7 +77,9 @@ def book_seed() -> int:
     try:
         seed = int(raw)
     except ValueError:
-        raise ValueError(f"BOOK_SEED must be a non-negative integer, got {raw!r}") from None
+        raise ValueError(
+            f"BOOK_SEED must be a non-negative integer, got {raw!r}"
+        ) from None
     if seed < 0:
         raise ValueError(f"BOOK_SEED must be a non-negative integer, got {raw!r}")
     return seed
@@ -101,12 +107,15 @@ def seed_everything(seed: int) -> torch.Generator:
 
 def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
     """Number of (trainable) scalar parameters in ``model``."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+    return sum(
+        p.numel() for p in model.parameters() if p.requires_grad or not trainable_only
+    )
 
 
 @contextmanager
 def timer() -> Iterator[dict[str, float]]:
-    """Measure wall time of a ``with`` block: ``with timer() as t: ...; t["seconds"]``."""
+    """Measure wall time of a ``with`` block: ``with timer() as t: ...;
+    t["seconds"]``."""
     result: dict[str, float] = {}
     start = time.perf_counter()
     try:
@@ -158,7 +167,8 @@ def experiment_results(name: str, start: str | Path | None = None) -> dict[str, 
 
 
 def seed_spread(values: Any) -> dict[str, Any]:
-    """Mean, sample standard deviation, min and max over seeds, as a multi-seed table stores them.
+    """Mean, sample standard deviation, min and max over seeds, as a multi-seed table
+    stores them.
 
     Args:
         values: one number per seed, or one equal-length list per seed (then every
@@ -170,7 +180,11 @@ def seed_spread(values: Any) -> dict[str, Any]:
     array = np.asarray(values, dtype=float)
     if array.ndim == 0 or array.shape[0] == 0:
         raise ValueError("seed_spread needs one value (or one list) per seed, got none")
-    std = np.std(array, axis=0, ddof=1) if array.shape[0] > 1 else np.zeros(array.shape[1:])
+    std = (
+        np.std(array, axis=0, ddof=1)
+        if array.shape[0] > 1
+        else np.zeros(array.shape[1:])
+    )
     return {
         "mean": np.mean(array, axis=0).tolist(),
         "std": np.asarray(std).tolist(),
@@ -186,16 +200,26 @@ def check_positive_int(name: str, value: object) -> int:
     return value
 
 
-def check_float_tensor(name: str, x: object, expected_dtype: torch.dtype) -> torch.Tensor:
-    """``x`` if it is a floating tensor of ``expected_dtype``, else an actionable error."""
+def check_float_tensor(
+    name: str, x: object, expected_dtype: torch.dtype
+) -> torch.Tensor:
+    """``x`` if it is a floating tensor of ``expected_dtype``, else an actionable
+    error."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if not x.is_floating_point():
-        hint = " (token ids? pass them through an nn.Embedding first)" if name == "x" else ""
-        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}{hint}")
+        hint = (
+            " (token ids? pass them through an nn.Embedding first)"
+            if name == "x"
+            else ""
+        )
+        raise TypeError(
+            f"{name} must be a floating-point tensor, got dtype {x.dtype}{hint}"
+        )
     if x.dtype != expected_dtype:
         raise TypeError(
             f"{name} has dtype {x.dtype} but the parameters are {expected_dtype}; "
-            f"convert one of them, e.g. x.to({expected_dtype}) or module.to({expected_dtype})"
+            f"convert one of them, e.g. x.to({expected_dtype}) or "
+            f"module.to({expected_dtype})"
         )
     return x

@@ -52,20 +52,20 @@ def patchify(images: Tensor, patch_size: int) -> Tensor:
     if not isinstance(images, Tensor) or images.dim() != 4:
         shape = (
             tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
-        )  # fmt: skip
+        )
         raise ValueError(f"images must have shape (B, channels, H, W), got {shape}")
     if (
         isinstance(patch_size, bool)
         or not isinstance(patch_size, int)
         or patch_size < 1
-    ):  # fmt: skip
+    ):
         raise ValueError(f"patch_size must be a positive int, got {patch_size!r}")
     B, I, H, W = images.shape
     P = patch_size
     if H % P or W % P:
         raise ValueError(
             f"an image of {H}x{W} pixels does not split into {P}x{P} patches"
-        )  # fmt: skip
+        )
     x = images.reshape(B, I, H // P, P, W // P, P)
     x = x.permute(0, 2, 4, 1, 3, 5)  # (B, H/P, W/P, I, P, P)
     return x.reshape(B, (H // P) * (W // P), I * P * P)  # (B, N, I*P*P)
@@ -105,12 +105,12 @@ class VisionTransformerConfig(BlockConfig):
             self._fail(
                 f"patch_size ({self.patch_size}) must divide "
                 f"image_size ({self.image_size})"
-            )  # fmt: skip
+            )
         if self.positional != "none":
             self._fail(
                 "positional must be 'none' (positions are learned), "
                 f"got {self.positional!r}"
-            )  # fmt: skip
+            )
 
     @property
     def n_patches(self) -> int:
@@ -147,10 +147,10 @@ class VisionTransformer(nn.Module):
         self.dropout = nn.Dropout(c.dropout)
         self.layers = nn.ModuleList(
             EncoderLayer.from_config(c) for _ in range(c.n_layers)
-        )  # fmt: skip
+        )
         self.norm = (
             nn.LayerNorm(c.d_model, eps=c.layer_norm_eps) if c.use_final_norm else None
-        )  # fmt: skip
+        )
         self.classifier = nn.Linear(c.d_model, c.n_classes)
 
     def _check(self, images: Tensor) -> None:
@@ -160,15 +160,15 @@ class VisionTransformer(nn.Module):
             not isinstance(images, Tensor)
             or images.dim() != 4
             or tuple(images.shape[1:]) != want
-        ):  # fmt: skip
+        ):
             got = (
                 tuple(images.shape)
                 if isinstance(images, Tensor)
                 else type(images).__name__
-            )  # fmt: skip
+            )
             raise ValueError(
                 f"images must have shape (B, {', '.join(map(str, want))}), got {got}"
-            )  # fmt: skip
+            )
         if not images.is_floating_point():
             raise TypeError(f"images must be floating point, got {images.dtype}")
 
@@ -208,7 +208,7 @@ class VisionTransformer(nn.Module):
 
 def digits(
     test_fraction: float = 0.2, seed: int = 0
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """scikit-learn's bundled handwritten digits as tensors, split by a seeded shuffle.
 
     1,797 grey images of 8 x 8 pixels (values 0-16, scaled here to 0-1) with their

@@ -40,8 +40,8 @@ def _num_labels(values: Mapping[str, Any]) -> int:
 
 
 def config_from_vit(hf_config: Any, **overrides: Any) -> VisionTransformerConfig:
-    """A :class:`~transformer.vit.VisionTransformerConfig` with the sizes of a ``ViTConfig``
-    (or its dict).
+    """A :class:`~transformer.vit.VisionTransformerConfig` with the sizes of a
+    ``ViTConfig`` (or its dict).
 
     ``n_classes`` is ``num_labels``; overrides replace fields (e.g. ``dropout=0.0``).
     """
@@ -51,7 +51,7 @@ def config_from_vit(hf_config: Any, **overrides: Any) -> VisionTransformerConfig
     if not v.get("qkv_bias", True):
         raise ValueError(
             "qkv_bias=False has no counterpart: every linear layer has a bias"
-        )  # fmt: skip
+        )
     image, patch = v["image_size"], v["patch_size"]
     if not isinstance(image, int) or not isinstance(patch, int):
         raise ValueError(f"square images and patches only, got {image!r} and {patch!r}")
@@ -102,7 +102,7 @@ def load_vit_state_dict(
     if not isinstance(model, VisionTransformer):
         raise TypeError(
             f"model must be a VisionTransformer, got {type(model).__name__}"
-        )  # fmt: skip
+        )
     if not model.config.norm_first or model.norm is None:
         raise ValueError("ViT is pre-LN with a final LayerNorm; use config_from_vit")
     state = {_new_name(re.sub(r"^vit\.", "", k)): v for k, v in state_dict.items()}

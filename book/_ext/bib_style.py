@@ -1,4 +1,5 @@
-"""The book's bibliography: author-year labels and links back to where each work is cited.
+"""The book's bibliography: author-year labels and links back to where each work is
+cited.
 
 The chapters cite in author-year form ("Bahdanau et al., 2015"), so the bibliography
 labels its entries the same way instead of [1], [2], ... (the pybtex style
@@ -48,7 +49,8 @@ class AuthorYearLabels(BaseLabelStyle):
             else:
                 who = f"{names[0]} et al."
             labels.append(f"{who} {entry.fields.get('year', 'n.d.')}")
-        # Two works with the same label get a, b, ... so that every label names one work.
+        # Two works with the same label get a, b, ... so that every label names one
+        # work.
         counts: dict[str, int] = defaultdict(int)
         for label in labels:
             counts[label] += 1
@@ -65,7 +67,8 @@ class AuthorYearStyle(PlainStyle):
     default_label_style = AuthorYearLabels
 
 
-# A page that an incremental build did not rewrite already carries its anchors: match both.
+# A page that an incremental build did not rewrite already carries its anchors: match
+# both.
 _CITE_LINK = re.compile(
     r'<a (?:id="cited-[\w-]+" )?class="reference internal" '
     r'href="(?P<href>[^"#]*bibliography\.html#(?P<target>[\w-]+))"'
@@ -73,7 +76,8 @@ _CITE_LINK = re.compile(
 _OLD_BACKLINKS = re.compile(r'\n<p class="cited-in">.*?</p>')
 _TITLE = re.compile(r"<title>(.*?)</title>", re.DOTALL)
 _ENTRY = re.compile(
-    r'(<div class="citation" id="(?P<id>[\w-]+)" role="doc-biblioentry">.*?</p>)(\s*</div>)',
+    r'(<div class="citation" id="(?P<id>[\w-]+)" role="doc-biblioentry">.*?</p>)'
+    r"(\s*</div>)",
     re.DOTALL,
 )
 
@@ -107,7 +111,8 @@ def _add_backlinks(app: Sphinx, exception) -> None:
             counter[target] += 1
             anchor_id = f"cited-{target}-{counter[target]}"
             cited_from[target].append((f"{rel}#{anchor_id}", title))
-            return f'<a id="{anchor_id}" class="reference internal" href="{match.group("href")}"'
+            href = match.group("href")
+            return f'<a id="{anchor_id}" class="reference internal" href="{href}"'
 
         page.write_text(_CITE_LINK.sub(anchor, text), encoding="utf-8")
 
@@ -118,15 +123,18 @@ def _add_backlinks(app: Sphinx, exception) -> None:
         places = cited_from.get(match.group("id"), [])
         if not places:
             return match.group(0)
-        # One link per citing page; a page that cites a work several times links its first.
+        # One link per citing page; a page that cites a work several times links its
+        # first.
         first: dict[str, str] = {}
         for href, title in places:
             first.setdefault(title, href)
         links = ", ".join(
-            f'<a class="reference internal cited-in" href="{prefix}{href}">{html.escape(t)}</a>'
+            f'<a class="reference internal cited-in" href="{prefix}{href}">'
+            f"{html.escape(t)}</a>"
             for t, href in first.items()
         )
-        return f'{match.group(1)}\n<p class="cited-in">Cited in: {links}</p>{match.group(3)}'
+        cited = f'<p class="cited-in">Cited in: {links}</p>'
+        return f"{match.group(1)}\n{cited}{match.group(3)}"
 
     text = _OLD_BACKLINKS.sub("", bibliography.read_text(encoding="utf-8"))
     bibliography.write_text(_ENTRY.sub(with_backlinks, text), encoding="utf-8")

@@ -19,13 +19,18 @@ BUNDLE = "mathjax/tex-svg.js"
 
 def _drop_duplicate(app: Sphinx, config) -> None:
     config.html_js_files = [
-        js for js in config.html_js_files if (js[0] if isinstance(js, tuple) else js) != BUNDLE
+        js
+        for js in config.html_js_files
+        if (js[0] if isinstance(js, tuple) else js) != BUNDLE
     ]
     if config.mathjax_path != BUNDLE:
-        raise ConfigError(f"mathjax_path must be {BUNDLE!r} so the book renders math offline")
+        raise ConfigError(
+            f"mathjax_path must be {BUNDLE!r} so the book renders math offline"
+        )
     if not (Path(app.srcdir) / "_static" / BUNDLE).exists():
         raise ConfigError(
-            f"_static/{BUNDLE} is missing; run `python tools/fetch_static.py` (make book does)"
+            f"_static/{BUNDLE} is missing; run `python tools/fetch_static.py` (make "
+            "book does)"
         )
 
 

@@ -18,7 +18,9 @@ import re
 
 from sphinx.application import Sphinx
 
-_NUMPY_SCALAR = re.compile(r"^\s*(?:np|numpy)\.(?:float|int|uint|bool|complex)\w*\((.*)\)\s*$")
+_NUMPY_SCALAR = re.compile(
+    r"^\s*(?:np|numpy)\.(?:float|int|uint|bool|complex)\w*\((.*)\)\s*$"
+)
 
 
 def plain_number(text: str) -> str:
@@ -50,7 +52,9 @@ def _script_key(script) -> tuple:
     return str(filename), attributes.get("body", "")
 
 
-def _drop_repeated_scripts(app: Sphinx, pagename, templatename, context, doctree) -> None:
+def _drop_repeated_scripts(
+    app: Sphinx, pagename, templatename, context, doctree
+) -> None:
     scripts = context.get("script_files")
     if not scripts:
         return

@@ -1,4 +1,5 @@
-"""Open the built book in headless Chromium, as a reader would, with the network cut off.
+"""Open the built book in headless Chromium, as a reader would, with the network cut
+off.
 
 Checks, on every page listed in the table of contents: the page loads from a
 local server, every image loads, math is typeset by the bundled MathJax (no
@@ -59,9 +60,12 @@ def server():
 
 @pytest.fixture(scope="module")
 def browser(server):
-    """One headless Chromium for the whole module (Playwright allows one sync session)."""
+    """One headless Chromium for the whole module (Playwright allows one sync
+    session)."""
     if CHROMIUM is None:
-        pytest.skip("no Chromium here (apt-get install chromium): browser checks skipped")
+        pytest.skip(
+            "no Chromium here (apt-get install chromium): browser checks skipped"
+        )
     sync_api = pytest.importorskip("playwright.sync_api")
     SHOTS.mkdir(parents=True, exist_ok=True)
     with sync_api.sync_playwright() as p:
@@ -100,11 +104,14 @@ def page(browser, server):
 
 def open_page(page, url: str) -> None:
     response = page.goto(url, wait_until="load")
-    assert response is not None and response.ok, f"{url} answered {response and response.status}"
+    assert response is not None and response.ok, (
+        f"{url} answered {response and response.status}"
+    )
     # MathJax typesets asynchronously; wait until it says it is done (or is absent)
     page.wait_for_function(
-        "() => !window.MathJax || (MathJax.startup && MathJax.startup.promise"
-        " && (MathJax.startup.promise.then(() => window.__mjdone = true), window.__mjdone))",
+        "() => !window.MathJax || (MathJax.startup && MathJax.startup.promise && "
+        "(MathJax.startup.promise.then(() => window.__mjdone = true), "
+        "window.__mjdone))",
         timeout=30_000,
     )
 
@@ -120,19 +127,28 @@ def test_page_renders_with_math_and_images(page, server, doc):
         "imgs => imgs.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src)",
     )
     assert broken == [], f"images that did not load on {doc}: {broken}"
-    # math: every math element became an <mjx-container>, and no raw TeX delimiters remain
+    # math: every math element became an <mjx-container>, and no raw TeX delimiters
+    # remain
     n_math = page.eval_on_selector_all("article .math", "els => els.length")
     n_typeset = page.eval_on_selector_all("article mjx-container", "els => els.length")
     if n_math:
-        assert n_typeset >= n_math, f"{doc}: {n_math} math elements but {n_typeset} typeset"
+        assert n_typeset >= n_math, (
+            f"{doc}: {n_math} math elements but {n_typeset} typeset"
+        )
         text = page.inner_text("article")
-        assert "\\(" not in text and "\\[" not in text and "$$" not in text, f"raw TeX on {doc}"
-    page.screenshot(path=str(SHOTS / (doc.replace("/", "__") + ".png")), full_page=False)
+        assert "\\(" not in text and "\\[" not in text and "$$" not in text, (
+            f"raw TeX on {doc}"
+        )
+    page.screenshot(
+        path=str(SHOTS / (doc.replace("/", "__") + ".png")), full_page=False
+    )
 
 
 def test_math_is_typeset_offline_on_the_intro(page, server):
     open_page(page, f"{server}/book/intro.html")
-    assert page.eval_on_selector_all("article mjx-container svg", "els => els.length") > 0
+    assert (
+        page.eval_on_selector_all("article mjx-container svg", "els => els.length") > 0
+    )
     assert not [u for u in page.blocked if "mathjax" in u.lower()], page.blocked
 
 
@@ -142,7 +158,10 @@ def test_next_links_walk_the_chapters_in_order(page, server):
     for expected in docs[1:]:
         page.click("a.right-next")
         page.wait_for_load_state("load")
-        assert page.url.split("#")[0].endswith(f"/{expected}.html"), (page.url, expected)
+        assert page.url.split("#")[0].endswith(f"/{expected}.html"), (
+            page.url,
+            expected,
+        )
 
 
 def test_sidebar_links_every_chapter(page, server):
@@ -192,21 +211,29 @@ def test_no_javascript_error_on_any_page(browser, server, width):
     pg.context.close()
 
 
-def test_phone_reader_opens_and_closes_the_chapter_list_and_page_contents(browser, server):
+def test_phone_reader_opens_and_closes_the_chapter_list_and_page_contents(
+    browser, server
+):
     pg = new_reader(browser, server, 390)
     open_page(pg, f"{server}/{toc_pages()[2]}.html")
     primary = ".bd-sidebar-primary"
-    assert not sidebar_shown(pg, primary), "the chapter list covers the page before any tap"
+    assert not sidebar_shown(pg, primary), (
+        "the chapter list covers the page before any tap"
+    )
     toggles = visible(pg, ".primary-toggle")
     assert len(toggles) == 1, f"{len(toggles)} visible chapter-list buttons at 390 px"
     toggles[0].tap()
     pg.wait_for_timeout(500)
-    assert sidebar_shown(pg, primary), "tapping the menu button did not open the chapter list"
+    assert sidebar_shown(pg, primary), (
+        "tapping the menu button did not open the chapter list"
+    )
     links = pg.eval_on_selector_all(f"{primary} nav.bd-docs-nav a", "as => as.length")
     assert links >= len(toc_pages()) - 1
     pg.touchscreen.tap(380, 400)  # a tap on the page beside the drawer closes it
     pg.wait_for_timeout(500)
-    assert not sidebar_shown(pg, primary), "tapping beside the chapter list did not close it"
+    assert not sidebar_shown(pg, primary), (
+        "tapping beside the chapter list did not close it"
+    )
 
     secondary = ".bd-sidebar-secondary"
     assert not sidebar_shown(pg, secondary)
@@ -214,10 +241,14 @@ def test_phone_reader_opens_and_closes_the_chapter_list_and_page_contents(browse
     assert len(toggles) == 1, f"{len(toggles)} visible page-contents buttons at 390 px"
     toggles[0].tap()
     pg.wait_for_timeout(500)
-    assert sidebar_shown(pg, secondary), "the page-contents button did not open the contents"
+    assert sidebar_shown(pg, secondary), (
+        "the page-contents button did not open the contents"
+    )
     pg.touchscreen.tap(10, 400)
     pg.wait_for_timeout(500)
-    assert not sidebar_shown(pg, secondary), "tapping beside the contents did not close them"
+    assert not sidebar_shown(pg, secondary), (
+        "tapping beside the contents did not close them"
+    )
     SHOTS.mkdir(parents=True, exist_ok=True)
     pg.screenshot(path=str(SHOTS / "phone-navigation.png"))
     pg.context.close()
@@ -232,10 +263,14 @@ def test_desktop_reader_collapses_and_restores_the_chapter_list(browser, server)
     assert len(toggles) == 1, f"{len(toggles)} visible chapter-list buttons at 1280 px"
     toggles[0].click()
     pg.wait_for_timeout(500)
-    assert not sidebar_shown(pg, primary), "the menu button did not collapse the chapter list"
+    assert not sidebar_shown(pg, primary), (
+        "the menu button did not collapse the chapter list"
+    )
     visible(pg, ".primary-toggle")[0].click()
     pg.wait_for_timeout(500)
-    assert sidebar_shown(pg, primary), "the menu button did not bring the chapter list back"
+    assert sidebar_shown(pg, primary), (
+        "the menu button did not bring the chapter list back"
+    )
     pg.context.close()
 
 
@@ -246,7 +281,8 @@ def test_one_search_box(browser, server, width):
     fields = visible(pg, ".search-button-field, form.bd-search input")
     icons = visible(pg, "button.search-button")
     assert len(fields) + len(icons) == 1, (
-        f"{len(fields)} search fields and {len(icons)} search buttons visible at {width} px"
+        f"{len(fields)} search fields and {len(icons)} search buttons visible at "
+        f"{width} px"
     )
     pg.context.close()
 
@@ -264,9 +300,9 @@ def test_bibliography_entries_link_out_and_back(page, server):
     assert entries, "the bibliography is empty"
     for entry in entries:
         assert not re.fullmatch(r"\[?\d+\]?", entry["label"].strip()), entry["label"]
-        assert any(re.search(r"doi\.org|arxiv\.org|^https?://", h) for h in entry["out"]), (
-            f"{entry['label']} has no DOI, arXiv or publisher link"
-        )
+        assert any(
+            re.search(r"doi\.org|arxiv\.org|^https?://", h) for h in entry["out"]
+        ), f"{entry['label']} has no DOI, arXiv or publisher link"
         assert entry["back"], f"{entry['label']} links back to no page that cites it"
     # a backlink lands on the citation it names
     target = entries[0]["back"][0]
@@ -279,12 +315,16 @@ def test_bibliography_entries_link_out_and_back(page, server):
 
 def test_flashcards_page_offers_the_anki_deck(page, server):
     open_page(page, f"{server}/book/flashcards.html")
-    questions = page.eval_on_selector_all("article details, article .dropdown", "e => e.length")
+    questions = page.eval_on_selector_all(
+        "article details, article .dropdown", "e => e.length"
+    )
     assert questions >= 9 * 3, f"only {questions} hidden answers on the flashcards page"
     href = page.eval_on_selector("a.download, a[href$='.apkg']", "a => a.href")
     assert href.endswith(".apkg")
     response = page.request.get(href)
-    assert response.ok and response.body()[:2] == b"PK", "the deck is not a zip (.apkg) file"
+    assert response.ok and response.body()[:2] == b"PK", (
+        "the deck is not a zip (.apkg) file"
+    )
 
 
 def test_api_reference_documents_every_module_with_its_shapes(page, server):
@@ -296,13 +336,19 @@ def test_api_reference_documents_every_module_with_its_shapes(page, server):
         assert any(i.startswith(f"transformer.{module}.") for i in ids), (
             f"the API reference documents nothing of transformer.{module}"
         )
-    mha = page.locator("[id='transformer.multihead.MultiHeadAttention']").locator("xpath=..")
+    mha = page.locator("[id='transformer.multihead.MultiHeadAttention']").locator(
+        "xpath=.."
+    )
     text = mha.inner_text()
-    assert "Shape" in text and "(B, T, C)" in text, "MultiHeadAttention's Shape: is not rendered"
+    assert "Shape" in text and "(B, T, C)" in text, (
+        "MultiHeadAttention's Shape: is not rendered"
+    )
     assert "Parameters" in text and "d_model" in text
 
 
-@pytest.mark.parametrize("doc", [p for p in toc_pages() if re.match(r"notebooks/\d\d_", p)])
+@pytest.mark.parametrize(
+    "doc", [p for p in toc_pages() if re.match(r"notebooks/\d\d_", p)]
+)
 def test_chapter_offers_its_student_exercise_notebook(page, server, doc):
     import json
 
