@@ -7,12 +7,14 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import yaml
 from pybtex.database import Entry, Person
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "book" / "_ext"))
 
 import bib_style  # noqa: E402
 import page_fixes  # noqa: E402
+import repository  # noqa: E402
 
 
 @pytest.mark.parametrize(
@@ -95,3 +97,27 @@ def test_author_year_labels_name_one_work_each():
         "Press et al. 2022a",
         "Press et al. 2022b",
     ]
+
+
+def test_the_address_is_filled_in_from_the_one_setting():
+    page = "git clone {{ repository_url }} book\nsee <{{ repository_url }}>"
+    filled = repository.fill_in(page, "https://example.org/book/", "setup")
+    assert (
+        filled
+        == "git clone https://example.org/book book\nsee <https://example.org/book>"
+    )
+    assert repository.fill_in("no address here", None, "intro") == "no address here"
+    with pytest.raises(Exception, match="repository_url"):
+        repository.fill_in(page, None, "setup")
+
+
+def test_the_setup_page_takes_its_address_from_config_yml():
+    root = Path(__file__).resolve().parents[1]
+    config = yaml.safe_load((root / "_config.yml").read_text())
+    url = config["sphinx"]["config"]["html_theme_options"]["repository_url"]
+    assert url.startswith("https://"), url
+    setup = (root / "book" / "setup.md").read_text()
+    assert "git clone {{ repository_url }}" in setup and "pip install -e ." in setup
+    assert "<this repository>" not in setup and url not in setup, (
+        "the address is written once, in _config.yml"
+    )

@@ -9,8 +9,11 @@ is what a screen reader says instead of the picture.
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import re
+import struct
 from pathlib import Path
 
 import pytest
@@ -186,3 +189,85 @@ def test_the_checker_reports_duplicate_names_and_shared_labels():
         _nb([_md("{numref}`fig-02-decay`"), _fig(GOOD, 2)]), "02"
     )
     assert any("share one figure label" in p for p in problems), problems
+
+
+# Sharp and legible. The book's text column is 688 CSS pixels wide on a desktop; a
+# figure wider than that is shrunk to fit, so its text shrinks with it. At most 9.5
+# inches wide, 10-point text (the book's font size) stays above 10 pixels and 8-point
+# annotations above 8 at the column width.
+MIN_DPI = 150
+MAX_WIDTH_INCHES = 9.5
+
+
+def png_size_and_dpi(data: bytes) -> tuple[int, int, float | None]:
+    """Width and height in pixels and the dots per inch a PNG records (its pHYs
+    chunk), or None for the dpi when it records none."""
+    if data[:8] != b"\x89PNG\r\n\x1a\n":
+        raise ValueError("not a PNG")
+    width, height = struct.unpack(">II", data[16:24])
+    at = 8
+    while at < len(data):
+        (length,) = struct.unpack(">I", data[at : at + 4])
+        kind = data[at + 4 : at + 8]
+        if kind == b"pHYs":
+            per_metre, _, unit = struct.unpack(">IIB", data[at + 8 : at + 17])
+            return width, height, per_metre * 0.0254 if unit == 1 else None
+        if kind == b"IDAT":
+            break
+        at += 12 + length
+    return width, height, None
+
+
+def resolution_problems(nb: dict) -> list[str]:
+    """Images of a notebook below MIN_DPI or wider than MAX_WIDTH_INCHES."""
+    problems = []
+    for cell in image_cells(nb):
+        name = cell["metadata"].get("mystnb", {}).get("figure", {}).get("name", "?")
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            if "image/svg+xml" in data or "image/png" not in data:
+                continue
+            width, _, dpi = png_size_and_dpi(base64.b64decode(data["image/png"]))
+            if dpi is None or dpi < MIN_DPI - 0.5:
+                problems.append(f"{name}: {dpi or 'no'} dpi, below {MIN_DPI}")
+            elif width / dpi > MAX_WIDTH_INCHES:
+                problems.append(
+                    f"{name}: {width / dpi:.1f} inches wide; at most "
+                    f"{MAX_WIDTH_INCHES} keeps its text legible in the column"
+                )
+    return problems
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=IDS)
+def test_every_figure_is_sharp_and_legible_at_the_column_width(path):
+    problems = resolution_problems(json.loads(path.read_text()))
+    assert not problems, f"{path.name}:\n" + "\n".join(problems)
+
+
+def _png(width_inches: float, dpi: int) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure(figsize=(width_inches, 2), dpi=dpi)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    plt.close(fig)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+@pytest.mark.parametrize(
+    "width, dpi, expected",
+    [(6, 150, None), (6, 90, "below 150"), (12, 150, "inches wide")],
+)
+def test_the_resolution_checker_measures_the_png_itself(width, dpi, expected):
+    cell = _fig(GOOD)
+    cell["outputs"] = [
+        {"output_type": "display_data", "data": {"image/png": _png(width, dpi)}}
+    ]
+    problems = resolution_problems(_nb([cell]))
+    if expected is None:
+        assert problems == []
+    else:
+        assert len(problems) == 1 and expected in problems[0], problems

@@ -46,7 +46,7 @@ _SECTION_OF_CHAPTER = re.compile(
 _CHAPTERS_SECTION = re.compile(
     r"\b(?P<c_word>[Cc]hapter) (?P<ch>\d+)'s (?P<s_word>[Ss]ections?) (?P<sec>\d+)\b"
 )
-_CHAPTER = re.compile(r"\b(?P<c_word>[Cc]hapters?) (?P<ch>\d+)\b(?!')")
+_CHAPTER = re.compile(r"\b(?P<c_word>[Cc]hapters?) (?P<ch>\d+)\b")
 _SECTION = re.compile(r"\b(?P<s_word>[Ss]ections?) (?P<sec>\d+)\b")
 
 

@@ -367,3 +367,169 @@ def test_chapter_offers_its_student_exercise_notebook(page, server, doc):
     assert nb["cells"] and not any(m in text for m in markers), (
         "the downloaded notebook is not the student version"
     )
+
+
+# -------------------------------------------------------------- layout at two widths
+
+# What must not be wider than its box or stick out of the text column, by kind. The
+# last field says whether the kind may scroll inside its own box on a phone: code
+# blocks, display equations and tables may, when they are scroll containers that show
+# a shadow at the edge where they continue (book/_static/book.css); outputs wrap.
+LAYOUT_JS = """(phone) => {
+  const article = document.querySelector('article.bd-article')
+    || document.querySelector('main');
+  const column = article.getBoundingClientRect();
+  const kinds = [
+    ['code', 'div.cell_input pre, div.highlight pre', true],
+    ['output', 'div.cell_output pre, div.output pre', false],
+    ['equation', 'div.math, mjx-container[display="true"]', true],
+    ['table', 'table', true],
+    ['image', 'img', false],
+  ];
+  const problems = [];
+  for (const [kind, selector, mayScroll] of kinds) {
+    for (const e of article.querySelectorAll(selector)) {
+      const box = e.getBoundingClientRect();
+      if (!box.width || e.closest('.dropdown, details:not([open])')) continue;
+      const text = (e.innerText || e.alt || '').replace(/\\s+/g, ' ').trim();
+      const what = kind + ' "' + text.slice(0, 50) + '"';
+      if (box.right > column.right + 1 || box.left < column.left - 1) {
+        problems.push(what + ' sticks out of the text column');
+        continue;
+      }
+      if (e.scrollWidth <= e.clientWidth + 1) continue;
+      const style = getComputedStyle(e);
+      const scrolls = ['auto', 'scroll'].includes(style.overflowX);
+      const hints = style.backgroundImage.includes('gradient');
+      if (!(phone && mayScroll && scrolls && hints)) {
+        problems.push(what + ' is ' + e.scrollWidth + ' px wide in a ' + e.clientWidth
+                      + ' px box');
+      }
+    }
+  }
+  const page = document.documentElement;
+  if (page.scrollWidth > window.innerWidth + 1) {
+    problems.push('the page scrolls sideways: ' + page.scrollWidth + ' px');
+  }
+  return problems;
+}"""
+
+
+@pytest.mark.parametrize("width", [390, 1280])
+def test_nothing_is_cut_off_and_every_page_is_photographed(browser, server, width):
+    """At a desktop's width no code, output, equation, table or image is wider than
+    its column; at a phone's the page never scrolls sideways and only code,
+    equations and tables scroll, inside their own box, saying so. A full-page
+    screenshot of every page at this width lands in _build/screenshots/<width>/."""
+    pg = new_reader(browser, server, width)
+    shots = SHOTS / str(width)
+    shots.mkdir(parents=True, exist_ok=True)
+    problems = []
+    for doc in toc_pages():
+        open_page(pg, f"{server}/{doc}.html")
+        problems += [f"{doc}: {p}" for p in pg.evaluate(LAYOUT_JS, width < 992)]
+        name = doc.replace("/", "__") + ".jpg"
+        pg.screenshot(path=str(shots / name), full_page=True, type="jpeg", quality=60)
+    pg.context.close()
+    assert not problems, f"at {width} px:\n" + "\n".join(problems)
+
+
+# ------------------------------------------------------------------ figures and links
+
+CHAPTERS = [p for p in toc_pages() if re.match(r"notebooks/\d\d_", p)]
+
+FIGURES_JS = """() => [...document.querySelectorAll('article img')].map(img => {
+  const fig = img.closest('figure');
+  const caption = fig && fig.querySelector('figcaption');
+  return {
+    src: img.src.split('/').pop(),
+    alt: img.alt,
+    number: caption ? (caption.querySelector('.caption-number') || {}).innerText : null,
+    caption: caption ? caption.innerText : '',
+    referenced: fig && fig.id
+      ? document.querySelectorAll(`a[href="#${fig.id}"]`).length : 0,
+    shown: img.clientWidth,
+    natural: img.naturalWidth,
+  };
+})"""
+
+
+@pytest.mark.parametrize("doc", CHAPTERS)
+def test_every_figure_is_numbered_captioned_described_referenced_and_legible(
+    page, server, doc
+):
+    open_page(page, f"{server}/{doc}.html")
+    figures = page.evaluate(FIGURES_JS)
+    assert figures, f"{doc} shows no figure"
+    for f in figures:
+        where = f"{doc}, {f['src']}"
+        assert f["number"] and re.match(r"Fig\. \d+", f["number"]), (
+            f"{where}: not a numbered figure"
+        )
+        assert len(f["caption"]) > len(f["number"]) + 10, f"{where}: no caption"
+        assert f["alt"].strip(), f"{where}: no alt text"
+        assert f["referenced"], f"{where}: the text never refers to {f['number']}"
+        # 150 dpi images: natural / 150 inches of figure are shown in `shown` pixels;
+        # 10-point text then measures shown / inches * 10 / 72 CSS pixels
+        text_px = f["shown"] / (f["natural"] / 150) * 10 / 72
+        assert text_px >= 9.5, f"{where}: 10-point text shown {text_px:.1f} px high"
+
+
+LINKS_JS = """(own) => {
+  const article = document.querySelector('article.bd-article');
+  const stop = article.querySelector(
+    'section#check-your-understanding, section#exercises, section#references');
+  const plain = [];
+  const walker = document.createTreeWalker(article, NodeFilter.SHOW_TEXT);
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    if (stop && (stop.contains(node) || (stop.compareDocumentPosition(node)
+        & Node.DOCUMENT_POSITION_FOLLOWING))) break;
+    const parent = node.parentElement;
+    const skip = 'a, code, pre, .math, mjx-container, h1, h2, h3, h4, figcaption';
+    if (parent.closest(skip)) continue;
+    for (const m of node.textContent.matchAll(/\\b[Cc]hapter (\\d+)\\b/g)) {
+      const n = Number(m[1]);
+      const context = node.textContent.trim().slice(0, 80);
+      if (n !== own && n <= 14) plain.push(m[0] + ': "' + context + '"');
+    }
+  }
+  return {
+    plain,
+    glossary: article.querySelectorAll('a[href*="glossary.html#term-"]').length,
+    numbered: article.querySelectorAll('span.eqno').length,
+    eqrefs: article.querySelectorAll('a[href*="#equation-"]').length,
+  };
+}"""
+
+
+@pytest.mark.parametrize("doc", CHAPTERS)
+def test_chapter_links_glossary_terms_and_numbered_equations(page, server, doc):
+    open_page(page, f"{server}/{doc}.html")
+    own = int(re.search(r"/(\d\d)_", doc).group(1))
+    found = page.evaluate(LINKS_JS, own)
+    assert not found["plain"], (
+        f"{doc}: chapter mentions without a link: {found['plain']}"
+    )
+    assert found["glossary"] >= 3, f"{doc}: {found['glossary']} links into the glossary"
+    assert found["numbered"] >= 1, f"{doc}: no numbered equation"
+    assert found["eqrefs"] >= 1, f"{doc}: no equation is referred to by its number"
+
+
+def test_setup_page_gives_the_address_from_the_config(page, server):
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    url = config["sphinx"]["config"]["html_theme_options"]["repository_url"]
+    open_page(page, f"{server}/book/setup.html")
+    text = page.inner_text("article")
+    assert f"git clone {url}" in text and "pip install -e ." in text
+    assert "<this repository>" not in text and "{{" not in text
+
+
+def test_benchmarks_appendix_reads_as_a_page_for_readers(page, server):
+    open_page(page, f"{server}/book/benchmarks.html")
+    text = page.inner_text("article")
+    assert page.eval_on_selector_all("article table", "t => t.length") >= 3
+    assert page.eval_on_selector_all("article mjx-container", "m => m.length") >= 1
+    assert re.search(r"(?i)machine|processor|CPU", text)
+    # no internal report left: no Python lists of lengths, no plain-text formulas
+    assert not re.search(r"\[\d+(, \d+)*\]", text), "a Python list in the prose"
+    assert "C^2" not in text and "Met at" not in text
