@@ -3,13 +3,10 @@ agree."""
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
+import experiment_runs
 import pytest
 
 from transformer.utils import experiment_results, seed_spread
@@ -19,23 +16,7 @@ MODELS = ("lstm", "transformer")
 
 
 def run_quick(script: str, out: Path, *extra: str) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "BOOK_SEED": "0"}
-    subprocess.run(
-        [
-            sys.executable,
-            f"experiments/{script}.py",
-            "--quick",
-            "--out",
-            str(out),
-            *extra,
-        ],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    return json.loads(out.read_text())
+    return experiment_runs.run_quick(script, out, *extra, timeout=120)
 
 
 def check_baselines_layout(table: dict, n_seeds: int) -> None:

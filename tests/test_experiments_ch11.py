@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
+import experiment_runs
 import pytest
 
 from transformer.utils import experiment_results, seed_spread
@@ -17,23 +15,7 @@ ROWS = ("gpt2", "+rmsnorm", "+swiglu", "+rope", "+gqa", "mqa")
 
 
 def run_quick(out: Path, *extra: str) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "BOOK_SEED": "0"}
-    subprocess.run(
-        [
-            sys.executable,
-            "experiments/ch11_ablation.py",
-            "--quick",
-            "--out",
-            str(out),
-            *extra,
-        ],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-        timeout=180,
-    )
-    return json.loads(out.read_text())
+    return experiment_runs.run_quick("ch11_ablation", out, *extra, timeout=180)
 
 
 def check_layout(table: dict, n_seeds: int) -> None:

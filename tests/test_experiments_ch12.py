@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
+import experiment_runs
 import pytest
 
 from transformer.finetune import PACKAGES
@@ -17,23 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_quick(script: str, out: Path, *extra: str) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "BOOK_SEED": "0"}
-    subprocess.run(
-        [
-            sys.executable,
-            f"experiments/{script}.py",
-            "--quick",
-            "--out",
-            str(out),
-            *extra,
-        ],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
-    return json.loads(out.read_text())
+    return experiment_runs.run_quick(script, out, *extra, timeout=300)
 
 
 def check_finetune(table: dict, n_seeds: int) -> None:

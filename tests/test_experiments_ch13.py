@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
+import experiment_runs
 import pytest
 
 from transformer.utils import experiment_results, seed_spread
@@ -18,23 +16,7 @@ CHARLM = tuple(m for m in NEEDLE if m != "linformer")  # causal only
 
 
 def run_quick(out: Path, *extra: str) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "BOOK_SEED": "0"}
-    subprocess.run(
-        [
-            sys.executable,
-            "experiments/ch13_efficient.py",
-            "--quick",
-            "--out",
-            str(out),
-            *extra,
-        ],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-        timeout=180,
-    )
-    return json.loads(out.read_text())
+    return experiment_runs.run_quick("ch13_efficient", out, *extra, timeout=180)
 
 
 def check_layout(table: dict, n_seeds: int) -> None:
